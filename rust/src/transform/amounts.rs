@@ -1,0 +1,125 @@
+//! Money, quantities, currencies, order ids and timestamps of one commerce event, with field errors.
+
+use crate::currency;
+use crate::errors::{ErrorKind, FieldError, Location};
+use crate::ids::is_valid_order_id;
+use crate::input::{decimal, field, scalar_text, Object};
+use crate::money::{is_py_space, Decimal, MoneyError};
+use crate::time::MAX_TIMESTAMP_MS;
+use serde_json::Value;
+
+/// A currency and its minor-unit exponent.
+pub struct Currency {
+    pub code: String,
+    pub exponent: u32,
+}
+
+pub fn amount_error(at: Location, err: MoneyError) -> FieldError {
+    let message = match err {
+        MoneyError::Syntax => "must be a decimal number",
+        MoneyError::Overflow => "does not fit in 64-bit minor units",
+    };
+    FieldError::new(ErrorKind::InvalidAmount, at, message)
+}
+
+/// A non-negative decimal amount, or None when absent.
+pub fn decimal_amount(object: &Object, key: &str, at: &Location) -> Result<Option<Decimal>, FieldError> {
+    let Some(value) = field(object, key) else {
+        return Ok(None);
+    };
+    let amount = decimal(value).map_err(|e| amount_error(at.key(key), e))?;
+    if amount.is_negative() {
+        return Err(FieldError::new(
+            ErrorKind::InvalidAmount,
+            at.key(key),
+            "must not be negative",
+        ));
+    }
+    Ok(Some(amount))
+}
+
+/// A non-negative amount in minor units, or None when absent.
+pub fn minor_amount(object: &Object, key: &str, at: &Location, currency: &Currency) -> Result<Option<i64>, FieldError> {
+    decimal_amount(object, key, at)?
+        .map(|d| {
+            d.to_scaled_i64(currency.exponent)
+                .map_err(|e| amount_error(at.key(key), e))
+        })
+        .transpose()
+}
+
+/// A positive whole quantity (`2`, `2.0`, `"2"`); 1 when absent.
+pub fn quantity(product: &Object, at: &Location) -> Result<i64, FieldError> {
+    let Some(value) = field(product, "quantity") else {
+        return Ok(1);
+    };
+    match decimal(value).ok().and_then(|d| d.to_integer().ok().flatten()) {
+        Some(q) if q > 0 => Ok(q),
+        _ => Err(FieldError::new(
+            ErrorKind::InvalidQuantity,
+            at.key("quantity"),
+            "must be a positive whole number",
+        )),
+    }
+}
+
+/// `data.currency_code` upper-cased, else the default; must be an active ISO 4217 code.
+pub fn currency(data: &Object, at: &Location, default: &str) -> Result<Currency, FieldError> {
+    let invalid = || {
+        FieldError::new(
+            ErrorKind::InvalidCurrency,
+            at.key("currency_code"),
+            "must be an active ISO 4217 currency code",
+        )
+    };
+    let code = match field(data, "currency_code") {
+        None => default.to_string(),
+        Some(Value::String(s)) => {
+            let trimmed = s.trim_matches(is_py_space);
+            if trimmed.is_empty() {
+                default.to_string()
+            } else {
+                trimmed.to_ascii_uppercase()
+            }
+        }
+        Some(_) => return Err(invalid()),
+    };
+    let exponent = currency::exponent(&code).ok_or_else(invalid)?;
+    Ok(Currency { code, exponent })
+}
+
+/// `product_action.transaction_id` as a string: printable ASCII, 1..=255 characters.
+pub fn order_id(action: &Object, at: &Location) -> Result<String, FieldError> {
+    let at = at.key("transaction_id");
+    let id = match field(action, "transaction_id") {
+        None => return Err(FieldError::new(ErrorKind::MissingOrderId, at, "is required")),
+        Some(Value::String(s)) if s.is_empty() => {
+            return Err(FieldError::new(ErrorKind::MissingOrderId, at, "is required"))
+        }
+        Some(value) => scalar_text(value)
+            .ok_or_else(|| FieldError::new(ErrorKind::InvalidOrderId, at.clone(), "must be a string or a number"))?,
+    };
+    if !is_valid_order_id(&id) {
+        return Err(FieldError::new(
+            ErrorKind::InvalidOrderId,
+            at,
+            "must be 1 to 255 printable ASCII characters",
+        ));
+    }
+    Ok(id.into_owned())
+}
+
+/// The event's time: its own `timestamp_unixtime_ms`, else the batch's, else when it was received.
+pub fn event_time(data: &Object, at: &Location, fallback_ms: i64) -> Result<i64, FieldError> {
+    let Some(value) = field(data, "timestamp_unixtime_ms") else {
+        return Ok(fallback_ms);
+    };
+    match crate::input::integer(value) {
+        Some(t) if (0..=MAX_TIMESTAMP_MS).contains(&t) => Ok(t),
+        _ => Err(FieldError::new(
+            ErrorKind::InvalidTimestamp,
+            at.key("timestamp_unixtime_ms"),
+            "must be Unix milliseconds between 1970 and 9999",
+        )),
+    }
+}

@@ -1,0 +1,143 @@
+//! mParticle batch -> Button requests (SPEC section 3).
+
+mod amounts;
+mod batch;
+mod commerce;
+mod deeplink;
+
+use crate::config::TransformConfig;
+use crate::errors::{ErrorKind, FieldError, Location};
+use crate::input::{field, object_field, Object};
+use crate::model::{ButtonRequest, Skip, TransformResult};
+use batch::{consent_filter, BatchContext};
+use commerce::{commerce_event, product_action, CommerceEvent};
+use deeplink::{link_token, Transition};
+use serde_json::Value;
+
+/// What one event turned into.
+pub enum Outcome {
+    Request(ButtonRequest),
+    /// Only an attribution was learned.
+    Learned,
+    Skipped(&'static str),
+}
+
+fn batch_rejection(kind: ErrorKind, field: Location, message: impl Into<String>) -> TransformResult {
+    TransformResult {
+        rejections: vec![FieldError::new(kind, field, message).at_event(-1)],
+        ..TransformResult::default()
+    }
+}
+
+/// Transforms one mParticle batch given as JSON bytes. Never fails: problems are rejections.
+pub fn transform_json(config: &TransformConfig, raw: &[u8], received_at_ms: i64) -> TransformResult {
+    match serde_json::from_slice::<Value>(raw) {
+        Ok(value) => transform_value(config, &value, received_at_ms),
+        Err(err) => batch_rejection(
+            ErrorKind::InvalidJson,
+            Location::root(),
+            format!("not valid JSON ({err})"),
+        ),
+    }
+}
+
+/// Transforms one parsed mParticle batch.
+pub fn transform_value(config: &TransformConfig, value: &Value, received_at_ms: i64) -> TransformResult {
+    let Some(batch) = value.as_object() else {
+        return batch_rejection(
+            ErrorKind::InvalidBatch,
+            Location::root(),
+            "a batch must be a JSON object",
+        );
+    };
+    let events: &[Value] = match field(batch, "events") {
+        None => &[],
+        Some(Value::Array(events)) => events,
+        Some(_) => {
+            return batch_rejection(
+                ErrorKind::InvalidBatch,
+                Location::root().key("events"),
+                "must be an array",
+            )
+        }
+    };
+    let ctx = BatchContext::new(batch, config.send_email, received_at_ms);
+    let mut result = TransformResult {
+        user_keys: ctx.user_keys.clone(),
+        source_request_id: ctx.source_request_id.clone(),
+        environment: field(batch, "environment").and_then(Value::as_str).map(str::to_string),
+        ..TransformResult::default()
+    };
+    if let Some(reason) = consent_filter(batch, config.gdpr_purpose.as_deref()) {
+        result.filtered = Some(reason);
+        return result;
+    }
+    // The token of the latest deep link seen so far in this batch.
+    let mut link: Option<String> = None;
+    for (i, event) in events.iter().enumerate() {
+        let index = i as i64;
+        let at = Location::root().key("events").index(i);
+        match map_event(&ctx, config, event, &at, index, &mut link, &mut result) {
+            Ok(Outcome::Request(request)) => result.requests.push(request),
+            Ok(Outcome::Learned) => {}
+            Ok(Outcome::Skipped(reason)) => result.skipped.push(Skip {
+                event_index: index,
+                reason,
+            }),
+            Err(err) => result.rejections.push(err.at_event(index)),
+        }
+    }
+    result
+}
+
+fn map_event(
+    ctx: &BatchContext,
+    config: &TransformConfig,
+    event: &Value,
+    at: &Location,
+    index: i64,
+    link: &mut Option<String>,
+    result: &mut TransformResult,
+) -> Result<Outcome, FieldError> {
+    let event = event
+        .as_object()
+        .ok_or_else(|| FieldError::new(ErrorKind::InvalidEvent, at.clone(), "must be an object"))?;
+    let event_type = field(event, "event_type").and_then(Value::as_str).unwrap_or("");
+    let data_at = at.key("data");
+    let data = || -> Result<&Object, FieldError> { object_field(event, "data", at) };
+    match event_type {
+        "commerce_event" => {
+            let data = data()?;
+            let Some(action) = product_action(data, &data_at)? else {
+                return Ok(Outcome::Skipped("no_product_action"));
+            };
+            commerce_event(&CommerceEvent {
+                ctx,
+                config,
+                data,
+                action,
+                at: data_at,
+                index,
+                link_token: link.as_deref(),
+            })
+        }
+        "application_state_transition" => {
+            let data = data()?;
+            let own = link_token(data);
+            if let Some(token) = &own {
+                link.clone_from(token);
+            }
+            let own_token = own.flatten();
+            Transition {
+                ctx,
+                config,
+                data,
+                at: data_at,
+                index,
+                own_token: own_token.as_deref(),
+            }
+            .map(&mut result.attributions)
+        }
+        _ => Ok(Outcome::Skipped("unsupported_event")),
+    }
+}
