@@ -141,3 +141,6 @@ fn map_event(
         _ => Ok(Outcome::Skipped("unsupported_event")),
     }
 }
+
+#[cfg(test)]
+mod tests;
