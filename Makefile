@@ -20,8 +20,19 @@ $(DEPS_STAMP): requirements-dev.txt
 .PHONY: install ## create the virtual environment with the pinned dependencies
 install: $(DEPS_STAMP)
 
+PROTOS := $(wildcard proto/button_sidecar/v1/*.proto)
+PROTO_OUT := python/button_sidecar/v1
+PROTO_STAMP := $(PROTO_OUT)/.generated
+
+$(PROTO_STAMP): $(PROTOS) $(DEPS_STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=python --pyi_out=python --grpc_python_out=python $(PROTOS)
+	touch $@
+
+.PHONY: proto ## generate the Python protobuf and gRPC modules from proto/ (the Rust side does it in build.rs)
+proto: $(PROTO_STAMP)
+
 .PHONY: build ## build the Rust extension (release) into the virtual environment
-build: $(DEPS_STAMP)
+build: $(DEPS_STAMP) $(PROTO_STAMP)
 	rm -f python/button_sidecar/_core*.so
 	maturin develop --release --quiet
 
@@ -59,4 +70,4 @@ format: $(DEPS_STAMP)
 
 .PHONY: clean ## remove build products and the virtual environment
 clean:
-	rm -rf $(VENV) target python/button_sidecar/_core*.so
+	rm -rf $(VENV) target python/button_sidecar/_core*.so $(PROTO_OUT)/*_pb2* $(PROTO_STAMP)

@@ -7,8 +7,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "golden"
-MPARTICLE_DIR = GOLDEN_DIR.parent / "mparticle"
+# The contract lives in ../shared/fixtures (read-only, shared with the other teams); tests/fixtures is
+# a copy for machines that check out this repository alone, kept equal by test_fixture_copy_is_current.
+SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+VENDORED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = SHARED_FIXTURES if SHARED_FIXTURES.is_dir() else VENDORED_FIXTURES
+GOLDEN_DIR = FIXTURES / "golden"
+MPARTICLE_DIR = FIXTURES / "mparticle"
 RECEIVED_AT_MS = 1_700_000_000_000
 
 

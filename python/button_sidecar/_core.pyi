@@ -141,6 +141,12 @@ class Transformer:
     def config(self) -> TransformConfig: ...
     def transform_json(self, raw: bytes | bytearray | str, received_at_ms: int | None = None) -> TransformResult:
         """One batch; ``received_at_ms`` stands in for missing timestamps (default: now)."""
+    def transform_batch_proto(self, raw: bytes | bytearray, received_at_ms: int | None = None) -> TransformResult:
+        """One serialised ``button_sidecar.v1.Batch`` (the typed form), mapped by the same rules."""
+    def transform_ingest_request(self, raw: bytes | bytearray, received_at_ms: int | None = None) -> TransformResult:
+        """One serialised ``button_sidecar.v1.IngestRequest``, as the gRPC server receives it."""
+    def transform_ingest_bulk(self, raw: bytes | bytearray, received_at_ms: int | None = None) -> list[TransformResult]:
+        """One serialised ``button_sidecar.v1.IngestBulkRequest``; ValueError if it is not a valid message."""
     def transform_many(
         self, raws: Sequence[bytes | bytearray | str], received_at_ms: int | None = None
     ) -> list[TransformResult]:

@@ -6,6 +6,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     InvalidJson,
+    InvalidProtobuf,
     InvalidBatch,
     InvalidEvent,
     MissingOrderId,
@@ -21,6 +22,7 @@ impl ErrorKind {
     pub fn code(self) -> &'static str {
         match self {
             ErrorKind::InvalidJson => "invalid_json",
+            ErrorKind::InvalidProtobuf => "invalid_protobuf",
             ErrorKind::InvalidBatch => "invalid_batch",
             ErrorKind::InvalidEvent => "invalid_event",
             ErrorKind::MissingOrderId => "missing_order_id",

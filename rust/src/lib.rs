@@ -10,6 +10,7 @@ pub mod ids;
 pub mod input;
 pub mod model;
 pub mod money;
+pub mod proto;
 pub mod time;
 pub mod transform;
 

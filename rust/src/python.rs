@@ -3,7 +3,7 @@
 use crate::config::TransformConfig as CoreConfig;
 use crate::errors::{ErrorKind, Rejection as CoreRejection};
 use crate::model::TransformResult as CoreResult;
-use crate::{currency, email, money, transform};
+use crate::{currency, email, money, proto, transform};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyString};
@@ -287,19 +287,36 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The encodings a batch arrives in.
+#[derive(Clone, Copy)]
+enum Form {
+    /// mParticle JSON.
+    Json,
+    /// A serialised `button_sidecar.v1.Batch`.
+    Batch,
+    /// A serialised `button_sidecar.v1.IngestRequest` (either payload).
+    IngestRequest,
+}
+
 /// Runs the core on one input; a panic (a bug) becomes an `internal_error` rejection of this batch
 /// only, never a crash of the process or of the other batches.
-fn run(config: &CoreConfig, input: &Input, received_at_ms: i64) -> CoreResult {
+fn run(config: &CoreConfig, form: Form, input: &Input, received_at_ms: i64) -> CoreResult {
     let bytes = match input {
         Ok(bytes) => bytes,
         Err(message) => {
             return batch_rejection(ErrorKind::InvalidJson, message.clone());
         }
     };
-    catch_unwind(AssertUnwindSafe(|| {
-        transform::transform_json(config, bytes, received_at_ms)
+    catch_unwind(AssertUnwindSafe(|| match form {
+        Form::Json => transform::transform_json(config, bytes, received_at_ms),
+        Form::Batch => proto::transform_batch(config, bytes, received_at_ms),
+        Form::IngestRequest => proto::transform_ingest(config, bytes, received_at_ms),
     }))
-    .unwrap_or_else(|_| batch_rejection(ErrorKind::InternalError, "internal error while mapping".to_string()))
+    .unwrap_or_else(|_| internal_error())
+}
+
+fn internal_error() -> CoreResult {
+    batch_rejection(ErrorKind::InternalError, "internal error while mapping".to_string())
 }
 
 fn batch_rejection(kind: ErrorKind, message: String) -> CoreResult {
@@ -350,11 +367,51 @@ impl Transformer {
         raw: &Bound<'_, PyAny>,
         received_at_ms: Option<i64>,
     ) -> PyResult<TransformResult> {
-        let input = read_input(raw)?;
+        self.transform_one(py, Form::Json, raw, received_at_ms)
+    }
+
+    /// One serialised `button_sidecar.v1.Batch` (the typed form), mapped by the same rules.
+    #[pyo3(signature = (raw, received_at_ms = None))]
+    fn transform_batch_proto(
+        &self,
+        py: Python<'_>,
+        raw: &Bound<'_, PyAny>,
+        received_at_ms: Option<i64>,
+    ) -> PyResult<TransformResult> {
+        self.transform_one(py, Form::Batch, raw, received_at_ms)
+    }
+
+    /// One serialised `button_sidecar.v1.IngestRequest`, as the gRPC server receives it.
+    #[pyo3(signature = (raw, received_at_ms = None))]
+    fn transform_ingest_request(
+        &self,
+        py: Python<'_>,
+        raw: &Bound<'_, PyAny>,
+        received_at_ms: Option<i64>,
+    ) -> PyResult<TransformResult> {
+        self.transform_one(py, Form::IngestRequest, raw, received_at_ms)
+    }
+
+    /// One serialised `button_sidecar.v1.IngestBulkRequest`: a result per batch, in order.
+    /// A ValueError when the message as a whole is not a valid protobuf.
+    #[pyo3(signature = (raw, received_at_ms = None))]
+    fn transform_ingest_bulk(
+        &self,
+        py: Python<'_>,
+        raw: &Bound<'_, PyAny>,
+        received_at_ms: Option<i64>,
+    ) -> PyResult<Vec<TransformResult>> {
+        let input = read_input(raw)?.map_err(PyValueError::new_err)?;
         let config = &self.config.get().inner;
         let received = received_at_ms.unwrap_or_else(now_ms);
-        let result = py.detach(|| run(config, &input, received));
-        to_python(py, result)
+        let results = py.detach(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                proto::transform_ingest_bulk(config, &input, received)
+            }))
+            .unwrap_or_else(|_| Some(vec![internal_error()]))
+        });
+        let results = results.ok_or_else(|| PyValueError::new_err("not a valid IngestBulkRequest protobuf message"))?;
+        results.into_iter().map(|r| to_python(py, r)).collect()
     }
 
     /// Many batches at once, in order; the work runs with the GIL released.
@@ -368,8 +425,25 @@ impl Transformer {
         let inputs = raws.iter().map(read_input).collect::<PyResult<Vec<_>>>()?;
         let config = &self.config.get().inner;
         let received = received_at_ms.unwrap_or_else(now_ms);
-        let results: Vec<CoreResult> = py.detach(|| inputs.iter().map(|i| run(config, i, received)).collect());
+        let results: Vec<CoreResult> =
+            py.detach(|| inputs.iter().map(|i| run(config, Form::Json, i, received)).collect());
         results.into_iter().map(|r| to_python(py, r)).collect()
+    }
+}
+
+impl Transformer {
+    fn transform_one(
+        &self,
+        py: Python<'_>,
+        form: Form,
+        raw: &Bound<'_, PyAny>,
+        received_at_ms: Option<i64>,
+    ) -> PyResult<TransformResult> {
+        let input = read_input(raw)?;
+        let config = &self.config.get().inner;
+        let received = received_at_ms.unwrap_or_else(now_ms);
+        let result = py.detach(|| run(config, form, &input, received));
+        to_python(py, result)
     }
 }
 
