@@ -43,8 +43,8 @@ lint-rust:
 
 .PHONY: lint-python ## ruff, mypy and stubtest against the built module
 lint-python: build
-	ruff check python tests benches
-	ruff format --check python tests benches
+	ruff check python tests benches fuzz
+	ruff format --check python tests benches fuzz
 	mypy
 	$(PY) -m mypy.stubtest button_sidecar._core
 
@@ -59,14 +59,31 @@ test-rust:
 test-python: build
 	$(PY) -m pytest -q
 
-.PHONY: test ## build, then every test and linter
+FUZZ_SECS ?= 60
+CARGO_FUZZ := target/tools/bin/cargo-fuzz
+FUZZ_TARGETS := transform_json transform_proto
+
+$(CARGO_FUZZ):
+	cargo install cargo-fuzz --version =0.13.1 --locked --root target/tools --quiet
+
+.PHONY: fuzz ## run every fuzz target for FUZZ_SECS seconds (default 60), seeded from the golden files
+fuzz: $(CARGO_FUZZ) build
+	$(PY) fuzz/seed_corpus.py
+	# cargo-fuzz passes unstable rustc flags; RUSTC_BOOTSTRAP lets the one stable toolchain accept them.
+	for t in $(FUZZ_TARGETS); do \
+		RUSTC_BOOTSTRAP=1 $(CARGO_FUZZ) run --sanitizer none $$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECS) -max_len=65536 -print_final_stats=1 || exit 1; \
+	done
+
+.PHONY: test ## build, then every test and linter, and a short fuzz run
 test: build test-rust lint test-python
+	$(MAKE) fuzz FUZZ_SECS=15
 
 .PHONY: format ## apply rustfmt and ruff format
 format: $(DEPS_STAMP)
 	cargo fmt
-	ruff format python tests benches
-	ruff check --fix python tests benches
+	ruff format python tests benches fuzz
+	ruff check --fix python tests benches fuzz
 
 .PHONY: clean ## remove build products and the virtual environment
 clean:

@@ -16,6 +16,7 @@ __all__ = [
     "build_profile",
     "hash_email",
     "to_minor_units",
+    "_parse_floor",
 ]
 __version__: str
 build_profile: str
@@ -157,3 +158,6 @@ def hash_email(email: str) -> str:
 
 def to_minor_units(amount: str | int | Decimal, currency: str) -> int:
     """Exact decimal amount to integer minor units of an ISO 4217 currency (half-to-even)."""
+
+def _parse_floor(raws: Sequence[bytes | bytearray | str]) -> int:
+    """Benchmark floor: parse the JSON batches without mapping them; how many parsed."""

@@ -479,6 +479,19 @@ fn to_minor_units(amount: &Bound<'_, PyAny>, currency: &str) -> PyResult<i64> {
     })
 }
 
+/// Benchmark floor: parses each JSON batch the way the transform does, without mapping it; returns
+/// how many parsed. Lets the benchmarks show what the mapping costs on top of parsing.
+#[pyfunction(name = "_parse_floor")]
+fn parse_floor(py: Python<'_>, raws: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
+    let inputs = raws.iter().map(read_input).collect::<PyResult<Vec<_>>>()?;
+    Ok(py.detach(|| {
+        inputs
+            .iter()
+            .filter(|i| matches!(i, Ok(b) if serde_json::from_slice::<serde_json::Value>(b).is_ok()))
+            .count()
+    }))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -495,5 +508,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Skip>()?;
     m.add_function(wrap_pyfunction!(hash_email, m)?)?;
     m.add_function(wrap_pyfunction!(to_minor_units, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_floor, m)?)?;
     Ok(())
 }
