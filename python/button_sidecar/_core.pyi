@@ -123,6 +123,9 @@ class TransformResult:
     @property
     def skipped(self) -> list[Skip]: ...
     @property
+    def event_count(self) -> int:
+        """How many events the batch held (0 when it could not be read)."""
+    @property
     def user_keys(self) -> list[str]:
         """``mpid:…``, ``customer_id:…``, ``idfa:…``, ``gaid:…``, ``mp_deviceid:…``."""
     @property

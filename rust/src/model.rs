@@ -57,6 +57,8 @@ pub struct TransformResult {
     pub rejections: Vec<Rejection>,
     pub attributions: Vec<Attribution>,
     pub skipped: Vec<Skip>,
+    /// How many events the batch held (0 when it could not be read).
+    pub event_count: usize,
     /// The batch user's keys (`mpid:…`, `customer_id:…`, `idfa:…`, `gaid:…`, `mp_deviceid:…`).
     pub user_keys: Vec<String>,
     pub source_request_id: Option<String>,

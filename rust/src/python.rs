@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Options of the mapping, validated on construction (a ValueError names the bad field).
 #[pyclass(frozen, module = "button_sidecar._core")]
 pub struct TransformConfig {
@@ -174,6 +177,7 @@ pub struct TransformResult {
     rejections: Vec<Py<Rejection>>,
     attributions: Vec<Py<Attribution>>,
     skipped: Vec<Py<Skip>>,
+    event_count: usize,
     user_keys: Vec<String>,
     source_request_id: Option<String>,
     environment: Option<String>,
@@ -251,6 +255,7 @@ fn to_python(py: Python<'_>, result: CoreResult) -> PyResult<TransformResult> {
         rejections,
         attributions,
         skipped,
+        event_count: result.event_count,
         user_keys: result.user_keys,
         source_request_id: result.source_request_id,
         environment: result.environment,

@@ -66,6 +66,7 @@ pub fn transform_value(config: &TransformConfig, value: &Value, received_at_ms: 
         user_keys: ctx.user_keys.clone(),
         source_request_id: ctx.source_request_id.clone(),
         environment: field(batch, "environment").and_then(Value::as_str).map(str::to_string),
+        event_count: events.len(),
         ..TransformResult::default()
     };
     if let Some(reason) = consent_filter(batch, config.gdpr_purpose.as_deref()) {

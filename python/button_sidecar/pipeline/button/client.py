@@ -1,0 +1,128 @@
+"""The Button API over HTTP: one shared connection pool, auth, and what each answer means."""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from button_sidecar import __version__
+from button_sidecar.pipeline.retry import Delivered, Outcome, Reject, Retry, classify_status, parse_retry_after
+from button_sidecar.telemetry.metrics import CONNECTION_ERROR, SidecarMetrics, status_class
+
+# Long enough for any message Button writes; short enough that a stray HTML error page stays small.
+_MAX_MESSAGE_CHARS = 500
+
+
+def order_path(order_id: str) -> str:
+    """`/v1/order/{order_id}` with the id as one percent-encoded segment (ids may hold `/`, spaces, `%`)."""
+    return "/v1/order/" + quote(order_id, safe="")
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonResponse:
+    status: int
+    body: bytes
+    retry_after: str | None
+
+
+class ButtonUnreachable(Exception):
+    """No HTTP answer: connection refused or reset, DNS failure, or the request timed out."""
+
+
+class ButtonClient:
+    """Requests to the Button API on one `aiohttp.ClientSession`, so connections are reused.
+
+    Every request carries `Authorization: Basic base64(api_key + ":")` (the key is never logged),
+    `Content-Type: application/json` and `User-Agent: button-sidecar/<version>`, and is bounded by
+    `timeout_secs` end to end.
+    """
+
+    def __init__(
+        self, base_url: str, api_key: str, *, max_connections: int, timeout_secs: float, metrics: SidecarMetrics
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._headers = {
+            "Authorization": "Basic " + base64.b64encode(f"{api_key}:".encode()).decode("ascii"),
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"button-sidecar/{__version__}",
+        }
+        self._max_connections = max_connections
+        self._timeout = aiohttp.ClientTimeout(total=timeout_secs)
+        self._metrics = metrics
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:  # never shows the Authorization header
+        return f"ButtonClient({self._base_url!r})"
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._max_connections)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> ButtonResponse:
+        """Send one request; raises `ButtonUnreachable` when no HTTP answer came back."""
+        if self._session is None:
+            raise RuntimeError("the Button client is not started")
+        started = time.monotonic()
+        try:
+            async with self._session.request(method, self._base_url + path, data=body) as response:
+                payload = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            self._metrics.button_requests.labels(status=CONNECTION_ERROR).inc()
+            raise ButtonUnreachable(_describe(error)) from error
+        finally:
+            self._metrics.button_request_duration.observe(time.monotonic() - started)
+        self._metrics.button_requests.labels(status=status_class(response.status)).inc()
+        return ButtonResponse(response.status, payload, response.headers.get("Retry-After"))
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    # aiohttp's messages name host and port, never headers; the class name says what kind of failure.
+    return f"{type(error).__name__}: {error}"[:_MAX_MESSAGE_CHARS]
+
+
+def error_message(response: ButtonResponse) -> str:
+    """Button's `error.message`, else `HTTP <status>` (like pybutton does)."""
+    try:
+        envelope = orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        envelope = None
+    if isinstance(envelope, dict):
+        error = envelope.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])[:_MAX_MESSAGE_CHARS]
+    return f"HTTP {response.status}"
+
+
+def classify(kind: str, response: ButtonResponse) -> Outcome:
+    """What Button's answer to a request of `kind` means for its delivery.
+
+    2xx: delivered. A create answered 409 means Button already has that order (typically our own earlier
+    attempt whose answer was lost), so it counts as delivered, as a duplicate. 408, 429 and 5xx: retried,
+    honouring `Retry-After`. Any other answer is permanent: a 404 on an order path is an unknown order,
+    the rest is rejected with Button's message.
+    """
+    status = response.status
+    if kind == "create_order" and status == 409:
+        return Delivered(status, duplicate=True)
+    meaning = classify_status(status)
+    if meaning == "delivered":
+        return Delivered(status)
+    message = error_message(response)
+    if meaning == "retry":
+        return Retry(f"HTTP {status}", status, parse_retry_after(response.retry_after, time.time()), message)
+    if status == 404 and kind in ("update_order", "cancel_order"):
+        return Reject("unknown_order", message, status)
+    return Reject("button_rejected", message, status)

@@ -1,0 +1,117 @@
+"""The order ledger: what Button holds for each order this sidecar reported.
+
+Partial refunds are resolved against it (the reduced order is sent as a full-state update), and order
+creates already in it are skipped as duplicates. The embedded backend is SQLite in the state directory;
+`OrderLedger` is the interface a shared backend (Redis) implements.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+
+from button_sidecar.pipeline.sqlite import SqliteDatabase
+
+JsonObject = dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerOrder:
+    """An order as Button last acknowledged it."""
+
+    order_id: str
+    fields: JsonObject
+    """The order's fields as last sent (order_id, total, currency, purchase_date, line_items, customer...),
+    without `btn_ref`, which Button keeps when an update leaves it out."""
+    deleted: bool = False
+
+
+class OrderLedger(Protocol):
+    """Storage of `LedgerOrder`s by order id. Written only after Button acknowledged the change."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def get(self, order_id: str) -> LedgerOrder | None: ...
+
+    async def known(self, order_ids: Collection[str]) -> set[str]:
+        """Which of `order_ids` are in the ledger (deleted ones included)."""
+        ...
+
+    async def record(self, order: LedgerOrder, *, replace: bool = True) -> None:
+        """Store `order`; with `replace` False an order already present is left as it is."""
+        ...
+
+    async def mark_deleted(self, order_id: str) -> None:
+        """Mark an order deleted (cancelled at Button); an order not in the ledger is ignored."""
+        ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    order_id TEXT PRIMARY KEY,
+    fields BLOB NOT NULL,   -- JSON
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+# SQLite's default limit on host parameters is 32766; stay well below it.
+_KNOWN_CHUNK = 500
+
+
+class SqliteOrderLedger:
+    """`OrderLedger` in `<state_dir>/ledger.sqlite3` (WAL, synchronous=FULL)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._db = SqliteDatabase(state_dir / "ledger.sqlite3", _SCHEMA)
+
+    @property
+    def path(self) -> Path:
+        return self._db.path
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def get(self, order_id: str) -> LedgerOrder | None:
+        row = await self._db.read(
+            lambda conn: conn.execute("SELECT fields, deleted FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+        )
+        if row is None:
+            return None
+        return LedgerOrder(order_id, orjson.loads(row["fields"]), bool(row["deleted"]))
+
+    async def known(self, order_ids: Collection[str]) -> set[str]:
+        ids = list(order_ids)
+
+        def known(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(ids), _KNOWN_CHUNK):
+                chunk = ids[start : start + _KNOWN_CHUNK]
+                rows = conn.execute(
+                    f"SELECT order_id FROM orders WHERE order_id IN ({','.join('?' * len(chunk))})", chunk
+                )
+                found.update(r[0] for r in rows)
+            return found
+
+        return await self._db.read(known) if ids else set()
+
+    async def record(self, order: LedgerOrder, *, replace: bool = True) -> None:
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        await self._db.write(
+            lambda conn: conn.execute(
+                f"{verb} INTO orders (order_id, fields, deleted) VALUES (?, ?, ?)",
+                (order.order_id, orjson.dumps(order.fields), int(order.deleted)),
+            )
+        )
+
+    async def mark_deleted(self, order_id: str) -> None:
+        await self._db.write(lambda conn: conn.execute("UPDATE orders SET deleted = 1 WHERE order_id = ?", (order_id,)))

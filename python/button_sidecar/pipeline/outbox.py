@@ -1,0 +1,562 @@
+"""The durable outbox: a SQLite queue of outgoing requests, ordered per key, with dead letters.
+
+It stores opaque requests (a kind label, method, path and body bytes) and knows nothing of Button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import functools
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from button_sidecar.pipeline.records import (
+    DeadLetter,
+    EnqueueResult,
+    KeyStatus,
+    OutboxItem,
+    OutboxRow,
+    OutboxStats,
+    RowState,
+)
+from button_sidecar.pipeline.sqlite import SqliteDatabase
+
+WhenFull = Literal["reject", "block"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_key TEXT,                 -- rows sharing a key go out one at a time, by seq; NULL: no ordering
+    dedupe_key TEXT,                -- a new row is skipped while a pending row has the same key
+    kind TEXT NOT NULL,
+    method TEXT,
+    path TEXT,
+    body BLOB,
+    created_at REAL NOT NULL,       -- unix seconds
+    cycle_started_at REAL NOT NULL, -- start of the current retry cycle (created_at, or the last replay)
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    state TEXT NOT NULL,            -- queued | in_flight | dead (delivered rows are deleted)
+    last_error TEXT,
+    last_status INTEGER,
+    last_response TEXT,             -- the receiver's error message only
+    dead_reason TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_key ON outbox (order_key, seq);
+CREATE INDEX IF NOT EXISTS outbox_dedupe ON outbox (dedupe_key) WHERE dedupe_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS seen_batches (batch_key TEXT PRIMARY KEY, seen_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS seen_batches_at ON seen_batches (seen_at);
+-- The last finished outcome per order key, kept after its rows are gone (delivered rows are deleted).
+CREATE TABLE IF NOT EXISTS order_status (
+    order_key TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_status INTEGER,
+    last_error TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+# A queued row may be leased only when it is the oldest undelivered, not-dead row of its key.
+_IS_HEAD = (
+    "(o.order_key IS NULL OR o.seq = "
+    "(SELECT MIN(h.seq) FROM outbox AS h WHERE h.order_key = o.order_key AND h.state != 'dead'))"
+)
+_PENDING = "state IN ('queued', 'in_flight')"
+_SEEN_PRUNE_INTERVAL_SECS = 60.0
+
+
+class OutboxFull(Exception):
+    """The outbox holds as many pending requests (or bytes) as its limits allow.
+
+    Retryable: nothing of the refused batch was written, and nothing accepted earlier was dropped; try again
+    once deliveries have drained the queue. The gRPC server answers it with RESOURCE_EXHAUSTED.
+    """
+
+
+class OutboxLocked(Exception):
+    """Another process already owns this outbox (its state directory)."""
+
+
+@dataclass(slots=True)
+class _Submission:
+    batches: Sequence[tuple[Sequence[OutboxItem], str | None]]
+    future: asyncio.Future[list[EnqueueResult]]
+
+
+def _body_size(body: bytes | None) -> int:
+    return len(body) if body is not None else 0
+
+
+class Outbox:
+    """A bounded, durable, per-key FIFO queue in `<state_dir>/outbox.sqlite3`.
+
+    Semantics:
+    - `enqueue` returns only after its rows are committed with fsync; concurrent calls share one commit
+      (group commit). A batch is written whole or not at all.
+    - Bounded by pending rows and body bytes (dead letters are not counted: they are kept until purged).
+      Past a limit `enqueue` raises `OutboxFull`, or with `when_full="block"` waits for room up to
+      `block_timeout_secs`. Nothing accepted is ever dropped.
+    - `lease` hands out only the head (lowest seq that is neither delivered nor dead) of each order key, so
+      a key's requests go out strictly in order, one at a time, also while its head waits for a retry;
+      different keys go out in parallel.
+    - A row changes after a lease only when its attempt's outcome is known: `ack` (delivered: the row is
+      deleted and the key's outcome kept in `order_status`), `reschedule` (transient failure) or
+      `dead_letter` (permanent failure). Rows a crash left in flight are queued again on `open`:
+      delivery is at-least-once.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        max_rows: int,
+        max_bytes: int,
+        when_full: WhenFull = "reject",
+        block_timeout_secs: float = 30.0,
+        dedupe_window_secs: float = 24 * 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._state_dir = state_dir
+        self._db = SqliteDatabase(state_dir / "outbox.sqlite3", _SCHEMA)
+        self._max_rows = max_rows
+        self._max_bytes = max_bytes
+        self._when_full = when_full
+        self._block_timeout_secs = block_timeout_secs
+        self._dedupe_window_secs = dedupe_window_secs
+        self._clock = clock
+        self._lock_fd: int | None = None
+        # Owned by the database thread; read elsewhere only as a snapshot.
+        self._pending_rows = 0
+        self._pending_bytes = 0
+        self._last_seen_prune = 0.0
+        self._submissions: list[_Submission] = []
+        self._flusher: asyncio.Task[None] | None = None
+        # Replaced on every release of room, so a waiter never misses a wake-up that raced its check.
+        self._room = asyncio.Event()
+        self._work_listeners: list[Callable[[], None]] = []
+
+    @property
+    def path(self) -> Path:
+        return self._db.path
+
+    def on_work(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (on the event loop) whenever rows were added or became leasable again."""
+        self._work_listeners.append(listener)
+
+    def _notify_work(self) -> None:
+        for listener in self._work_listeners:
+            listener()
+
+    async def open(self) -> int:
+        """Open (creating if needed) and queue again rows a crash left in flight; returns how many."""
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._state_dir / "outbox.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutboxLocked(f"the outbox in {self._state_dir} is in use by another process") from None
+        self._lock_fd = fd
+        await self._db.open()
+        requeued = await self._db.write(self._recover)
+        self._notify_work()
+        return requeued
+
+    def _recover(self, conn: sqlite3.Connection) -> int:
+        requeued = conn.execute("UPDATE outbox SET state = 'queued' WHERE state = 'in_flight'").rowcount
+        row = conn.execute(f"SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox WHERE {_PENDING}").fetchone()
+        self._pending_rows, self._pending_bytes = int(row[0]), int(row[1])
+        return requeued
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
+        await self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- enqueue -----------------------------------------------------------------------------------------
+
+    async def enqueue(self, items: Sequence[OutboxItem], batch_key: str | None = None) -> EnqueueResult:
+        """Store `items` durably in one transaction; returns once committed.
+
+        `batch_key` (e.g. a source request id) makes the call idempotent within the dedupe window: a repeat
+        writes nothing and reports `duplicate_batch`. Raises `OutboxFull` past the limits.
+        """
+        return (await self.enqueue_many([(items, batch_key)]))[0]
+
+    async def enqueue_many(self, batches: Sequence[tuple[Sequence[OutboxItem], str | None]]) -> list[EnqueueResult]:
+        """`enqueue` for several batches at once: all of them are stored, or (`OutboxFull`) none."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._block_timeout_secs
+        while True:
+            room = self._room
+            try:
+                return await self._submit(batches)
+            except OutboxFull:
+                if self._when_full != "block" or not self._could_ever_fit(batches):
+                    raise
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise
+                try:
+                    await asyncio.wait_for(room.wait(), remaining)
+                except TimeoutError:
+                    pass
+
+    def _could_ever_fit(self, batches: Sequence[tuple[Sequence[OutboxItem], str | None]]) -> bool:
+        items = [item for batch, _ in batches for item in batch]
+        return len(items) <= self._max_rows and sum(_body_size(i.body) for i in items) <= self._max_bytes
+
+    async def _submit(self, batches: Sequence[tuple[Sequence[OutboxItem], str | None]]) -> list[EnqueueResult]:
+        future: asyncio.Future[list[EnqueueResult]] = asyncio.get_running_loop().create_future()
+        self._submissions.append(_Submission(batches, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        # While one group commits (fsync), new submissions gather and go into the next group.
+        while self._submissions:
+            group, self._submissions = self._submissions, []
+            try:
+                results = await self._db.call(functools.partial(self._write_group, group))
+            except Exception as error:  # e.g. disk full: every caller of the group gets the error
+                results = [error] * len(group)
+            for submission, result in zip(group, results, strict=True):
+                if submission.future.done():  # the caller stopped waiting; what it sent is stored regardless
+                    continue
+                if isinstance(result, Exception):
+                    submission.future.set_exception(result)
+                else:
+                    submission.future.set_result(result)
+            if any(not isinstance(r, Exception) for r in results):
+                self._notify_work()
+
+    def _write_group(self, group: Sequence[_Submission]) -> list[list[EnqueueResult] | Exception]:
+        """One transaction (one fsync) for a group of submissions; each is stored whole or refused whole."""
+        now = self._clock()
+        counts = [self._pending_rows, self._pending_bytes]
+        prune = now - self._last_seen_prune >= _SEEN_PRUNE_INTERVAL_SECS
+
+        def write(conn: sqlite3.Connection) -> list[list[EnqueueResult] | Exception]:
+            if prune:
+                conn.execute("DELETE FROM seen_batches WHERE seen_at < ?", (now - self._dedupe_window_secs,))
+            return [self._write_submission(conn, s, now, counts) for s in group]
+
+        results = self._db.transaction(write)
+        # Only now is it on disk: publish the new totals.
+        self._pending_rows, self._pending_bytes = counts
+        if prune:
+            self._last_seen_prune = now
+        return results
+
+    def _write_submission(
+        self, conn: sqlite3.Connection, submission: _Submission, now: float, counts: list[int]
+    ) -> list[EnqueueResult] | Exception:
+        before = list(counts)
+        conn.execute("SAVEPOINT submission")
+        results = [self._write_batch(conn, items, batch_key, now, counts) for items, batch_key in submission.batches]
+        # Measured after writing, so repeats skipped by a dedupe key do not count against the limits.
+        added = counts[0] > before[0]
+        if added and (counts[0] > self._max_rows or counts[1] > self._max_bytes):
+            conn.execute("ROLLBACK TO submission")
+            conn.execute("RELEASE submission")
+            counts[:] = before
+            return OutboxFull(
+                f"the outbox is full ({before[0]} requests, {before[1]} bytes pending; limits {self._max_rows} "
+                f"requests, {self._max_bytes} bytes): retry once deliveries have drained it"
+            )
+        conn.execute("RELEASE submission")
+        return results
+
+    def _write_batch(
+        self,
+        conn: sqlite3.Connection,
+        items: Sequence[OutboxItem],
+        batch_key: str | None,
+        now: float,
+        counts: list[int],
+    ) -> EnqueueResult:
+        if batch_key is not None:
+            seen = conn.execute(
+                "SELECT 1 FROM seen_batches WHERE batch_key = ? AND seen_at >= ?",
+                (batch_key, now - self._dedupe_window_secs),
+            ).fetchone()
+            if seen is not None:
+                return EnqueueResult(duplicate_batch=True, seqs=())
+            conn.execute("INSERT OR REPLACE INTO seen_batches (batch_key, seen_at) VALUES (?, ?)", (batch_key, now))
+        seqs: list[int | None] = []
+        for item in items:
+            if (
+                item.dedupe_key is not None
+                and conn.execute(
+                    f"SELECT 1 FROM outbox WHERE dedupe_key = ? AND {_PENDING} LIMIT 1", (item.dedupe_key,)
+                ).fetchone()
+            ):
+                seqs.append(None)
+                continue
+            cursor = conn.execute(
+                "INSERT INTO outbox (order_key, dedupe_key, kind, method, path, body, created_at, cycle_started_at,"
+                " next_attempt_at, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+                (item.order_key, item.dedupe_key, item.kind, item.method, item.path, item.body, now, now, now, now),
+            )
+            seqs.append(cursor.lastrowid)
+            counts[0] += 1
+            counts[1] += _body_size(item.body)
+        return EnqueueResult(duplicate_batch=False, seqs=tuple(seqs))
+
+    # -- delivery ----------------------------------------------------------------------------------------
+
+    async def lease(self, limit: int) -> tuple[list[OutboxRow], float | None]:
+        """Mark up to `limit` due head rows in flight and return them.
+
+        Also returns when the next head falls due (unix seconds) if fewer than `limit` were due, else None.
+        """
+        now = self._clock()
+
+        def lease(conn: sqlite3.Connection) -> tuple[list[OutboxRow], float | None]:
+            rows = conn.execute(
+                "SELECT seq, order_key, kind, method, path, body, created_at, cycle_started_at, attempts "
+                f"FROM outbox AS o WHERE o.state = 'queued' AND o.next_attempt_at <= ? AND {_IS_HEAD} "
+                "ORDER BY o.next_attempt_at, o.seq LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE outbox SET state = 'in_flight', updated_at = ? WHERE seq = ?", [(now, r[0]) for r in rows]
+            )
+            next_due = None
+            if len(rows) < limit:
+                found = conn.execute(
+                    f"SELECT o.next_attempt_at FROM outbox AS o WHERE o.state = 'queued' AND {_IS_HEAD} "
+                    "ORDER BY o.next_attempt_at LIMIT 1"
+                ).fetchone()
+                next_due = None if found is None else float(found[0])
+            return [OutboxRow(*r) for r in rows], next_due
+
+        return await self._db.write(lease)
+
+    async def ack(self, seq: int, status: int | None) -> None:
+        """The attempt succeeded: delete the row and keep the outcome for its key."""
+        now = self._clock()
+
+        def ack(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT order_key, kind, attempts, body FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                return
+            conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            if row["order_key"] is not None:
+                _record_outcome(
+                    conn, row["order_key"], "delivered", row["kind"], row["attempts"] + 1, status, None, now
+                )
+            conn.execute(
+                "INSERT INTO counters (name, value) VALUES ('delivered', 1) "
+                "ON CONFLICT (name) DO UPDATE SET value = value + 1"
+            )
+            self._pending_rows -= 1
+            self._pending_bytes -= _body_size(row["body"])
+
+        await self._db.write(ack)
+        self._release_room()
+
+    async def reschedule(
+        self, seq: int, next_attempt_at: float, error: str, status: int | None, response: str | None
+    ) -> None:
+        """The attempt failed transiently: queue the row again for `next_attempt_at`."""
+        await self._db.write(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET state = 'queued', attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
+                " last_status = ?, last_response = ?, updated_at = ? WHERE seq = ?",
+                (next_attempt_at, error, status, response, self._clock(), seq),
+            )
+        )
+
+    async def dead_letter(self, seq: int, reason: str, error: str, status: int | None, response: str | None) -> None:
+        """The attempt failed for good: keep the row as a dead letter, out of the delivery queue."""
+        now = self._clock()
+
+        def dead(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT order_key, kind, attempts, body FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                return
+            conn.execute(
+                "UPDATE outbox SET state = 'dead', attempts = attempts + 1, dead_reason = ?, last_error = ?,"
+                " last_status = ?, last_response = ?, updated_at = ? WHERE seq = ?",
+                (reason, error, status, response, now, seq),
+            )
+            if row["order_key"] is not None:
+                _record_outcome(conn, row["order_key"], "dead", row["kind"], row["attempts"] + 1, status, error, now)
+            self._pending_rows -= 1
+            self._pending_bytes -= _body_size(row["body"])
+
+        await self._db.write(dead)
+        self._release_room()
+
+    async def rewrite(self, seq: int, kind: str, method: str | None, path: str | None, body: bytes | None) -> None:
+        """Replace a leased row's request (e.g. an intent resolved into the concrete request to send).
+
+        Persisting it before sending makes every retry send exactly the same request.
+        """
+
+        def rewrite(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT body FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            conn.execute(
+                "UPDATE outbox SET kind = ?, method = ?, path = ?, body = ?, updated_at = ? WHERE seq = ?",
+                (kind, method, path, body, self._clock(), seq),
+            )
+            self._pending_bytes += _body_size(body) - _body_size(row["body"])
+
+        await self._db.write(rewrite)
+
+    async def release(self, seqs: Sequence[int]) -> None:
+        """Put leased rows back unchanged (their attempt was abandoned, e.g. at shutdown)."""
+        await self._db.write(
+            lambda conn: conn.executemany(
+                "UPDATE outbox SET state = 'queued' WHERE seq = ? AND state = 'in_flight'", [(s,) for s in seqs]
+            )
+        )
+        self._notify_work()
+
+    def _release_room(self) -> None:
+        room, self._room = self._room, asyncio.Event()
+        room.set()
+
+    # -- inspection and dead letters ---------------------------------------------------------------------
+
+    async def key_status(self, key: str) -> KeyStatus | None:
+        """The delivery state of `key`, or None when the outbox never saw it."""
+
+        def status(conn: sqlite3.Connection) -> KeyStatus | None:
+            rows = conn.execute(
+                "SELECT state, kind, attempts, last_status, last_error, updated_at FROM outbox"
+                " WHERE order_key = ? ORDER BY seq",
+                (key,),
+            ).fetchall()
+            pending = [r for r in rows if r["state"] != "dead"]
+            dead = [r for r in rows if r["state"] == "dead"]
+            if pending:
+                head = pending[0]
+                state: RowState = "in_flight" if head["state"] == "in_flight" else "queued"
+            elif dead:
+                head, state = dead[-1], "dead"
+            else:
+                head = conn.execute(
+                    "SELECT state, kind, attempts, last_status, last_error, updated_at FROM order_status"
+                    " WHERE order_key = ?",
+                    (key,),
+                ).fetchone()
+                if head is None:
+                    return None
+                state = head["state"]
+            return KeyStatus(
+                order_key=key,
+                state=state,
+                kind=head["kind"],
+                attempts=head["attempts"],
+                last_status=head["last_status"],
+                last_error=head["last_error"],
+                pending=len(pending),
+                dead=len(dead),
+                updated_at=head["updated_at"],
+            )
+
+        return await self._db.read(status)
+
+    async def stats(self) -> OutboxStats:
+        now = self._clock()
+
+        def stats(conn: sqlite3.Connection) -> OutboxStats:
+            by_state = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+            oldest = conn.execute(f"SELECT MIN(created_at) FROM outbox WHERE {_PENDING}").fetchone()[0]
+            delivered = conn.execute("SELECT value FROM counters WHERE name = 'delivered'").fetchone()
+            return OutboxStats(
+                queued=by_state.get("queued", 0),
+                in_flight=by_state.get("in_flight", 0),
+                dead=by_state.get("dead", 0),
+                pending_bytes=self._pending_bytes,
+                oldest_age_secs=0.0 if oldest is None else max(0.0, now - oldest),
+                delivered=0 if delivered is None else int(delivered[0]),
+            )
+
+        return await self._db.read(stats)
+
+    async def dead_letters(self, limit: int = 1000, after_seq: int = 0) -> list[DeadLetter]:
+        """Dead letters by seq, `limit` at a time after `after_seq` (for paging)."""
+        rows = await self._db.read(
+            lambda conn: conn.execute(
+                "SELECT seq, order_key, kind, method, path, attempts, dead_reason, last_status, last_error,"
+                " last_response, created_at, updated_at FROM outbox WHERE state = 'dead' AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        )
+        return [DeadLetter(*r) for r in rows]
+
+    async def replay(self, seqs: Sequence[int] | None = None) -> int:
+        """Queue dead letters again (all when `seqs` is None) with attempts and age reset; returns how many.
+
+        A replayed row keeps its seq, so it goes out before any later request of the same order key that is
+        still pending, as it would have originally.
+        """
+        now = self._clock()
+
+        def replay(conn: sqlite3.Connection) -> int:
+            where, args = self._dead_selection(seqs)
+            size = conn.execute(f"SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox WHERE {where}", args)
+            count, nbytes = size.fetchone()
+            conn.execute(
+                "UPDATE outbox SET state = 'queued', attempts = 0, dead_reason = NULL, next_attempt_at = ?,"
+                f" cycle_started_at = ?, updated_at = ? WHERE {where}",
+                (now, now, now, *args),
+            )
+            self._pending_rows += int(count)
+            self._pending_bytes += int(nbytes)
+            return int(count)
+
+        replayed = await self._db.write(replay)
+        self._notify_work()
+        return replayed
+
+    async def purge(self, seqs: Sequence[int] | None = None) -> int:
+        """Delete dead letters for good (all when `seqs` is None); returns how many."""
+
+        def purge(conn: sqlite3.Connection) -> int:
+            where, args = self._dead_selection(seqs)
+            return int(conn.execute(f"DELETE FROM outbox WHERE {where}", args).rowcount)
+
+        return await self._db.write(purge)
+
+    @staticmethod
+    def _dead_selection(seqs: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
+        if seqs is None:
+            return "state = 'dead'", ()
+        return f"state = 'dead' AND seq IN ({','.join('?' * len(seqs))})", tuple(seqs)
+
+
+def _record_outcome(
+    conn: sqlite3.Connection,
+    key: str,
+    state: RowState,
+    kind: str,
+    attempts: int,
+    status: int | None,
+    error: str | None,
+    now: float,
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO order_status"
+        " (order_key, state, kind, attempts, last_status, last_error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (key, state, kind, attempts, status, error, now),
+    )

@@ -1,0 +1,215 @@
+"""The delivery driver: lease due requests from the outbox, send them, and settle each row by its outcome.
+
+It knows nothing of Button: a `DeliveryService` builds and sends the requests and says what the answer
+means (`Delivered`, `Retry` or `Reject`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from button_sidecar.pipeline.concurrency import OVERLOAD_STATUSES, AdaptiveConcurrency
+from button_sidecar.pipeline.outbox import Outbox
+from button_sidecar.pipeline.records import OutboxRow
+from button_sidecar.pipeline.retry import Delivered, Outcome, Reject, Retry, RetryPolicy
+from button_sidecar.telemetry.metrics import SidecarMetrics
+
+logger = logging.getLogger(__name__)
+
+# Even with nothing to do, look at the outbox this often (and refresh the depth gauges).
+_IDLE_POLL_SECS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What goes out for one outbox row."""
+
+    kind: str
+    method: str | None
+    path: str | None
+    body: bytes | None
+
+    @classmethod
+    def of(cls, row: OutboxRow) -> Request:
+        return cls(row.kind, row.method, row.path, row.body)
+
+
+class DeliveryService(Protocol):
+    """The receiver-specific half of delivery."""
+
+    async def prepare(self, row: OutboxRow) -> Request | Outcome:
+        """The request to send for `row`, or the outcome right away when it cannot be sent.
+
+        A request different from the row's own is written back to the row before it is sent, so every
+        retry sends the same request.
+        """
+        ...
+
+    async def send(self, row: OutboxRow, request: Request) -> Outcome: ...
+
+    async def delivered(self, row: OutboxRow, request: Request, outcome: Delivered) -> None:
+        """Record a success before the row is acknowledged (the next request of its key may depend on it)."""
+        ...
+
+
+class DeliveryWorker:
+    """Delivers outbox rows, with at most `concurrency` requests in flight.
+
+    The limit adapts below `concurrency` while the receiver answers 429 or 503 (`AdaptiveConcurrency`).
+    Delivery is at-least-once: a row is acknowledged only after the receiver confirmed it; a crash or a
+    shutdown in the middle leaves the row to be sent again. Transient failures (`Retry`) are rescheduled
+    with the `RetryPolicy` backoff until it gives up (attempt count AND age exceeded), and then
+    dead-lettered as `retries_exhausted`; permanent failures (`Reject`) are dead-lettered at once. Dead
+    letters are kept for listing and replay; nothing is dropped silently.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        service: DeliveryService,
+        policy: RetryPolicy,
+        *,
+        concurrency: int,
+        metrics: SidecarMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._outbox = outbox
+        self._service = service
+        self._policy = policy
+        self._concurrency = AdaptiveConcurrency(concurrency)
+        self._metrics = metrics
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._in_flight: dict[asyncio.Task[None], int] = {}
+        self._last_gauges = 0.0
+        outbox.on_work(self._wake.set)
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="delivery-worker")
+
+    async def stop(self, deadline_secs: float) -> int:
+        """Stop leasing, let in-flight requests finish for up to `deadline_secs`, then abandon the rest.
+
+        Abandoned rows go back to the queue unchanged. Returns how many were abandoned.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if not self._in_flight:
+            return 0
+        _, pending = await asyncio.wait(self._in_flight, timeout=deadline_secs)
+        abandoned = [self._in_flight[task] for task in pending]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if abandoned:
+            await self._outbox.release(abandoned)
+            logger.info("Left %d in-flight request(s) queued at shutdown.", len(abandoned))
+        return len(abandoned)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            free = self._concurrency.limit - len(self._in_flight)
+            next_due: float | None = None
+            if free > 0:
+                try:
+                    rows, next_due = await self._outbox.lease(free)
+                except Exception:  # a disk error must not end delivery for good
+                    logger.exception("Leasing from the outbox failed; trying again.")
+                    rows = []
+                for row in rows:
+                    task = asyncio.create_task(self._deliver(row), name=f"deliver-{row.seq}")
+                    self._in_flight[task] = row.seq
+                    task.add_done_callback(self._finished)
+                if len(rows) == free:
+                    continue
+            await self._refresh_gauges()
+            timeout = _IDLE_POLL_SECS if next_due is None else min(_IDLE_POLL_SECS, next_due - self._clock())
+            if timeout > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        self._wake.set()
+
+    async def _refresh_gauges(self) -> None:
+        now = self._clock()
+        if now - self._last_gauges < _IDLE_POLL_SECS:
+            return
+        self._last_gauges = now
+        try:
+            stats = await self._outbox.stats()
+        except Exception:  # the gauges are informational; delivery goes on
+            logger.exception("Reading the outbox statistics failed.")
+            return
+        self._metrics.outbox_depth.set(stats.queued + stats.in_flight)
+        self._metrics.outbox_oldest_age.set(stats.oldest_age_secs)
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        kind = row.kind
+        try:
+            prepared = await self._service.prepare(row)
+            if isinstance(prepared, Request):
+                kind = prepared.kind
+                if prepared != Request.of(row):
+                    await self._outbox.rewrite(row.seq, prepared.kind, prepared.method, prepared.path, prepared.body)
+                outcome = await self._service.send(row, prepared)
+                if isinstance(outcome, Delivered):
+                    await self._service.delivered(row, prepared, outcome)
+            else:
+                outcome = prepared
+        except Exception as error:  # a bug must cost a retry, not the row
+            logger.exception("Delivering request %d failed unexpectedly.", row.seq)
+            outcome = Retry(f"internal error: {type(error).__name__}")
+        try:
+            await self._settle(row, kind, outcome)
+        except Exception:
+            # The row stays in flight and is queued again on the next start: at-least-once holds.
+            logger.exception("Recording the outcome of request %d failed.", row.seq)
+
+    async def _settle(self, row: OutboxRow, kind: str, outcome: Outcome) -> None:
+        self._adapt(outcome)
+        if isinstance(outcome, Delivered):
+            await self._outbox.ack(row.seq, outcome.status)
+            self._metrics.delivered_requests.labels(kind=kind).inc()
+            return
+        attempts = row.attempts + 1
+        if isinstance(outcome, Reject):
+            await self._dead_letter(
+                row, kind, outcome.reason, f"rejected: {outcome.reason}", outcome.status, outcome.message
+            )
+            return
+        now = self._clock()
+        if self._policy.gives_up(attempts, now - row.cycle_started_at):
+            await self._dead_letter(row, kind, "retries_exhausted", outcome.error, outcome.status, outcome.response)
+            return
+        delay = self._policy.backoff(attempts, outcome.retry_after_secs)
+        await self._outbox.reschedule(row.seq, now + delay, outcome.error, outcome.status, outcome.response)
+        self._metrics.delivery_retries.inc()
+        logger.debug("Request %d (%s) failed with %s; retrying in %.1f s.", row.seq, kind, outcome.error, delay)
+
+    def _adapt(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Delivered):
+            self._concurrency.on_success()
+        elif isinstance(outcome, Retry) and outcome.status in OVERLOAD_STATUSES:
+            self._concurrency.on_overload()
+        self._metrics.delivery_concurrency_limit.set(self._concurrency.limit)
+
+    async def _dead_letter(
+        self, row: OutboxRow, kind: str, reason: str, error: str, status: int | None, response: str | None
+    ) -> None:
+        await self._outbox.dead_letter(row.seq, reason, error, status, response)
+        self._metrics.dead_letters.labels(reason=reason).inc()
+        logger.warning("Request %d (%s) is a dead letter: %s (%s).", row.seq, kind, reason, error)

@@ -1,0 +1,5 @@
+"""Metrics and internal events of the sidecar."""
+
+from button_sidecar.telemetry.metrics import SidecarMetrics
+
+__all__ = ["SidecarMetrics"]

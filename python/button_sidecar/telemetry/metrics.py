@@ -1,0 +1,102 @@
+"""Every Prometheus metric of the sidecar, by name, in one place.
+
+Metrics live on a `CollectorRegistry` that the caller passes in (the server exposes it at `/metrics`; tests
+create their own), never on the process-global default registry. Label values come from small fixed sets:
+never raw Button text, order ids or user data.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: `button_requests_total{status}` for a request that never got an HTTP answer (refused, reset, timed out).
+CONNECTION_ERROR: Final = "connection_error"
+
+#: `duplicates_total{kind}` values.
+DUPLICATE_BATCH: Final = "source_request_id"
+DUPLICATE_ORDER: Final = "order"
+
+#: `dead_letters_total{reason}` values: the whole set.
+DEAD_LETTER_REASONS: Final = ("button_rejected", "unknown_order", "invalid_request", "retries_exhausted")
+
+# Button round trips range from a few ms (sandbox) to the request timeout.
+_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def status_class(status: int) -> str:
+    """The `status` label of an HTTP answer: its class, e.g. `"2xx"`."""
+    return f"{status // 100}xx"
+
+
+class SidecarMetrics:
+    """The pipeline's metrics, registered on `registry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.received_events = Counter(
+            "button_sidecar_received_events_total",
+            "mParticle events received in ingested batches.",
+            registry=registry,
+        )
+        self.outbox_enqueued_requests = Counter(
+            "button_sidecar_outbox_enqueued_requests_total",
+            "Requests written durably to the outbox, by request kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.button_requests = Counter(
+            "button_sidecar_button_requests_total",
+            "HTTP requests sent to Button, by answer class (2xx, 4xx, 5xx) or connection_error.",
+            ["status"],
+            registry=registry,
+        )
+        self.delivery_retries = Counter(
+            "button_sidecar_delivery_retries_total",
+            "Delivery attempts that failed transiently and were rescheduled.",
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "button_sidecar_dead_letters_total",
+            "Requests moved to the dead letters, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "button_sidecar_duplicates_total",
+            "Ingested input skipped as a repeat: whole batches (source_request_id) or order creates (order).",
+            ["kind"],
+            registry=registry,
+        )
+        self.delivered_requests = Counter(
+            "button_sidecar_delivered_requests_total",
+            "Requests Button acknowledged, by request kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.outbox_depth = Gauge(
+            "button_sidecar_outbox_depth",
+            "Requests in the outbox waiting for delivery (queued or in flight; dead letters not included).",
+            registry=registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "button_sidecar_outbox_oldest_age_seconds",
+            "Age of the oldest request waiting for delivery; 0 when the outbox is empty.",
+            registry=registry,
+        )
+        self.delivery_concurrency_limit = Gauge(
+            "button_sidecar_delivery_concurrency_limit",
+            "Current limit on requests in flight to Button (lowered while Button answers 429 or 503).",
+            registry=registry,
+        )
+        self.button_request_duration = Histogram(
+            "button_sidecar_button_request_duration_seconds",
+            "Time from sending a request to Button until its answer (or failure).",
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason=reason)
+        for kind in (DUPLICATE_BATCH, DUPLICATE_ORDER):
+            self.duplicates.labels(kind=kind)

@@ -1,0 +1,219 @@
+"""The outbox on a real SQLite file: per-key FIFO leasing, crash recovery, bounds, dedupe, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from button_sidecar.pipeline.outbox import Outbox, OutboxFull, OutboxLocked
+from button_sidecar.pipeline.records import OutboxItem
+
+
+def item(key: str | None, body: bytes = b"{}", kind: str = "create_order", dedupe: str | None = None) -> OutboxItem:
+    return OutboxItem(kind=kind, method="POST", path="/v1/order", body=body, order_key=key, dedupe_key=dedupe)
+
+
+def run(state_dir: Path, scenario: Callable[[Outbox], Awaitable[None]], **options: Any) -> None:
+    async def main() -> None:
+        outbox = Outbox(state_dir, **{"max_rows": 1000, "max_bytes": 1 << 20, **options})
+        await outbox.open()
+        try:
+            await scenario(outbox)
+        finally:
+            await outbox.close()
+
+    asyncio.run(main())
+
+
+async def leased_keys(outbox: Outbox, limit: int = 100) -> list[tuple[int, str | None]]:
+    rows, _ = await outbox.lease(limit)
+    return [(row.seq, row.order_key) for row in rows]
+
+
+def test_only_the_head_of_each_order_key_is_leased(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        result = await outbox.enqueue([item("A"), item("A"), item("B"), item(None), item(None)])
+        a1, a2, b1, n1, n2 = result.seqs
+        assert await leased_keys(outbox) == [(a1, "A"), (b1, "B"), (n1, None), (n2, None)]
+        assert await leased_keys(outbox) == []  # A2 waits while A1 is in flight
+        # A1 fails and is due again at once: still A1 first, never A2 ahead of it.
+        assert a1 is not None and a2 is not None
+        await outbox.reschedule(a1, time.time(), "HTTP 500", 500, "boom")
+        assert await leased_keys(outbox) == [(a1, "A")]
+        await outbox.ack(a1, 200)
+        assert await leased_keys(outbox) == [(a2, "A")]
+
+    run(tmp_path, scenario)
+
+
+def test_a_head_waiting_for_its_retry_holds_back_its_key_only(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        a1, _, b1 = (await outbox.enqueue([item("A"), item("A"), item("B")])).seqs
+        assert a1 is not None and b1 is not None
+        await outbox.lease(1)  # A1
+        later = time.time() + 30
+        await outbox.reschedule(a1, later, "HTTP 503", 503, None)
+        rows, next_due = await outbox.lease(10)
+        assert [r.seq for r in rows] == [b1]
+        assert next_due == pytest.approx(later)  # the worker sleeps until A1 is due, not A2
+
+    run(tmp_path, scenario)
+
+
+def test_rows_left_in_flight_by_a_crash_are_queued_again(tmp_path: Path) -> None:
+    async def crash(outbox: Outbox) -> None:
+        await outbox.enqueue([item("A"), item("B")])
+        assert len(await leased_keys(outbox)) == 2  # in flight, never acknowledged
+
+    run(tmp_path, crash)
+
+    async def restart() -> None:
+        outbox = Outbox(tmp_path, max_rows=10, max_bytes=1 << 20)
+        assert await outbox.open() == 2
+        assert [key for _, key in await leased_keys(outbox)] == ["A", "B"]
+        await outbox.close()
+
+    asyncio.run(restart())
+
+
+def test_past_the_row_limit_enqueue_raises_and_keeps_what_it_had(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        await outbox.enqueue([item("A"), item("B")])
+        with pytest.raises(OutboxFull, match="full"):
+            await outbox.enqueue([item("C"), item("D")])  # refused whole, not half-written
+        assert (await outbox.stats()).queued == 2
+        await outbox.enqueue([item("C")])
+        assert [key for _, key in await leased_keys(outbox)] == ["A", "B", "C"]
+
+    run(tmp_path, scenario, max_rows=3)
+
+
+def test_past_the_byte_limit_enqueue_raises(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        await outbox.enqueue([item("A", b"x" * 60)])
+        with pytest.raises(OutboxFull):
+            await outbox.enqueue([item("B", b"x" * 60)])
+
+    run(tmp_path, scenario, max_bytes=100)
+
+
+def test_when_full_block_waits_for_room(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        (first,) = (await outbox.enqueue([item("A")])).seqs
+        assert first is not None
+        waiting = asyncio.create_task(outbox.enqueue([item("B")]))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await outbox.lease(1)
+        await outbox.ack(first, 200)
+        assert (await asyncio.wait_for(waiting, 5)).seqs[0] is not None
+
+    run(tmp_path, scenario, max_rows=1, when_full="block", block_timeout_secs=10)
+
+
+def test_when_full_block_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        await outbox.enqueue([item("A")])
+        started = time.monotonic()
+        with pytest.raises(OutboxFull):
+            await outbox.enqueue([item("B")])
+        assert time.monotonic() - started >= 0.3
+
+    run(tmp_path, scenario, max_rows=1, when_full="block", block_timeout_secs=0.3)
+
+
+def test_a_batch_key_seen_within_the_window_is_a_duplicate(tmp_path: Path) -> None:
+    now = [1_700_000_000.0]
+
+    async def scenario(outbox: Outbox) -> None:
+        assert not (await outbox.enqueue([item("A")], batch_key="req-1")).duplicate_batch
+        repeat = await outbox.enqueue([item("A")], batch_key="req-1")
+        assert repeat.duplicate_batch and repeat.seqs == ()
+        now[0] += 3601  # past the window: a new batch again
+        assert not (await outbox.enqueue([item("B")], batch_key="req-1")).duplicate_batch
+        assert (await outbox.stats()).queued == 2
+
+    run(tmp_path, scenario, dedupe_window_secs=3600, clock=lambda: now[0])
+
+
+def test_a_dedupe_key_is_skipped_only_while_pending(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        first, repeat = (await outbox.enqueue([item("A", dedupe="A"), item("A", dedupe="A")])).seqs
+        assert first is not None and repeat is None
+        assert (await outbox.enqueue([item("A", dedupe="A")])).seqs == (None,)
+        await outbox.lease(1)
+        await outbox.ack(first, 200)
+        assert (await outbox.enqueue([item("A", dedupe="A")])).seqs[0] is not None
+
+    run(tmp_path, scenario)
+
+
+def test_dead_letters_are_listed_replayed_in_their_place_and_purged(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        a1, a2, b1 = (await outbox.enqueue([item("A"), item("A"), item("B")])).seqs
+        assert a1 is not None and b1 is not None
+        await outbox.lease(10)
+        await outbox.dead_letter(a1, "button_rejected", "rejected: button_rejected", 400, "total: must be an integer")
+        await outbox.dead_letter(b1, "unknown_order", "rejected: unknown_order", 404, "Order not found")
+        letters = await outbox.dead_letters()
+        assert [(d.seq, d.reason, d.last_status, d.last_response, d.attempts) for d in letters] == [
+            (a1, "button_rejected", 400, "total: must be an integer", 1),
+            (b1, "unknown_order", 404, "Order not found", 1),
+        ]
+        status = await outbox.key_status("A")
+        assert status is not None and (status.state, status.pending, status.dead) == ("queued", 1, 1)
+        # Replayed before A2 went out, A1 keeps its place at the head of A.
+        assert await outbox.replay([a1]) == 1
+        assert [seq for seq, _ in await leased_keys(outbox)] == [a1]
+        replayed = await outbox.key_status("A")
+        assert replayed is not None and replayed.attempts == 0
+        await outbox.ack(a1, 200)
+        assert [seq for seq, _ in await leased_keys(outbox)] == [a2]
+        assert await outbox.purge() == 1
+        assert await outbox.dead_letters() == []
+        stats = await outbox.stats()
+        assert (stats.queued, stats.in_flight, stats.dead, stats.delivered) == (0, 1, 0, 1)
+
+    run(tmp_path, scenario)
+
+
+def test_order_status_follows_the_rows(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        assert await outbox.key_status("A") is None
+        (seq,) = (await outbox.enqueue([item("A")])).seqs
+        assert seq is not None
+        assert (s := await outbox.key_status("A")) is not None and s.state == "queued"
+        await outbox.lease(1)
+        assert (s := await outbox.key_status("A")) is not None and s.state == "in_flight"
+        await outbox.reschedule(seq, time.time(), "HTTP 503", 503, None)
+        await outbox.lease(1)
+        await outbox.ack(seq, 201)
+        s = await outbox.key_status("A")
+        assert s is not None and (s.state, s.attempts, s.last_status, s.pending) == ("delivered", 2, 201, 0)
+
+    run(tmp_path, scenario)
+
+
+def test_concurrent_enqueues_all_commit(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        results = await asyncio.gather(*(outbox.enqueue([item(f"order-{i}")], f"req-{i}") for i in range(200)))
+        assert all(r.seqs[0] is not None for r in results)
+        assert (await outbox.stats()).queued == 200
+
+    run(tmp_path, scenario)
+    with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 200
+
+
+def test_one_process_per_state_dir(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        with pytest.raises(OutboxLocked):
+            await Outbox(tmp_path, max_rows=1, max_bytes=1).open()
+
+    run(tmp_path, scenario)
