@@ -137,7 +137,8 @@ fn order_total(
     }
     let tax = minor_amount(action, "tax_amount", at, currency)?.unwrap_or(0);
     let shipping = minor_amount(action, "shipping_amount", at, currency)?.unwrap_or(0);
-    let net = total - tax - shipping; // each is in 0..=i64::MAX, so this cannot overflow
+    // Each part is in 0..=i64::MAX; in i128 the difference cannot wrap.
+    let net = i128::from(total) - i128::from(tax) - i128::from(shipping);
     if net < 0 {
         return Err(FieldError::new(
             ErrorKind::InvalidAmount,
@@ -145,7 +146,8 @@ fn order_total(
             "is less than tax_amount plus shipping_amount",
         ));
     }
-    Ok(net)
+    // 0 <= net <= total here.
+    Ok(net as i64)
 }
 
 /// The first valid token of the event: the integration attribute, the event's custom attribute,
@@ -212,7 +214,12 @@ impl CommerceEvent<'_> {
     pub fn refund(&self) -> Result<Outcome, FieldError> {
         let action_at = self.action_at();
         let order_id = order_id(self.action, &action_at)?;
-        let has_products = matches!(field(self.action, "products"), Some(Value::Array(p)) if !p.is_empty());
+        // Malformed products are a rejection (as for a purchase), never a cancel of the whole order.
+        let has_products = match field(self.action, "products") {
+            None => false,
+            Some(Value::Array(products)) => !products.is_empty(),
+            Some(_) => true,
+        };
         if !has_products && field(self.action, "total_amount").is_none() {
             return Ok(Outcome::Request(ButtonRequest {
                 kind: RequestKind::CancelOrder,

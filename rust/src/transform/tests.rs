@@ -123,3 +123,25 @@ fn activity_and_app_events_are_opt_in() {
     assert_eq!(activity["activity_data"]["products"][0]["value"], 999);
     assert_eq!(activity["btn_ref"], "srctok-1");
 }
+
+#[test]
+fn tax_and_shipping_beyond_the_total_never_wrap() {
+    let max = "92233720368547758.07";
+    let raw = format!(
+        r#"{{"events": [{{"event_type": "commerce_event", "data": {{"product_action": {{"action": "purchase",
+        "transaction_id": "o", "total_amount": 0, "tax_amount": "{max}", "shipping_amount": "{max}"}}}}}}]}}"#
+    );
+    let result = run(&raw);
+    assert!(result.requests.is_empty());
+    assert_eq!(result.rejections[0].kind, ErrorKind::InvalidAmount);
+}
+
+#[test]
+fn refund_with_malformed_products_is_rejected_not_a_cancel() {
+    let result = run(
+        r#"{"events": [{"event_type": "commerce_event", "data": {"product_action":
+        {"action": "refund", "transaction_id": "o", "products": "oops"}}}]}"#,
+    );
+    assert!(result.requests.is_empty());
+    assert_eq!(result.rejections[0].field, "events[0].data.product_action.products");
+}
