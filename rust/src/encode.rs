@@ -21,15 +21,15 @@ impl Customer {
 
 /// String attributes in insertion order (Button: a string -> string map).
 #[derive(Debug, Clone, Default)]
-pub struct Attributes(pub Vec<(String, String)>);
+pub struct Attributes<'a>(pub Vec<(&'a str, &'a str)>);
 
-impl Attributes {
+impl Attributes<'_> {
     pub fn contains(&self, key: &str) -> bool {
-        self.0.iter().any(|(k, _)| k == key)
+        self.0.iter().any(|(k, _)| *k == key)
     }
 }
 
-impl Serialize for Attributes {
+impl Serialize for Attributes<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
@@ -40,20 +40,20 @@ impl Serialize for Attributes {
 }
 
 #[derive(Debug, Clone, DeriveSerialize)]
-pub struct LineItem {
+pub struct LineItem<'a> {
     pub identifier: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sku: Option<String>,
+    pub sku: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
+    pub description: Option<&'a str>,
     pub quantity: i64,
     pub total: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub category: Option<[String; 1]>,
+    pub category: Option<[&'a str; 1]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attributes: Option<Attributes>,
+    pub attributes: Option<Attributes<'a>>,
 }
 
 /// `POST /v1/order`.
@@ -68,7 +68,7 @@ pub struct OrderBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub customer: Option<&'a Customer>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub line_items: Option<Vec<LineItem>>,
+    pub line_items: Option<Vec<LineItem<'a>>>,
 }
 
 /// A partial refund intent: what was refunded, for the delivery layer to subtract.
@@ -78,27 +78,27 @@ pub struct RefundBody<'a> {
     pub currency: &'a str,
     pub total: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub line_items: Option<Vec<LineItem>>,
+    pub line_items: Option<Vec<LineItem<'a>>>,
 }
 
 #[derive(Debug, DeriveSerialize)]
-pub struct ActivityProduct {
+pub struct ActivityProduct<'a> {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub currency: String,
+    pub name: Option<&'a str>,
+    pub currency: &'a str,
     pub value: i64,
     pub quantity: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub categories: Option<[String; 1]>,
+    pub categories: Option<[&'a str; 1]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attributes: Option<Attributes>,
+    pub attributes: Option<Attributes<'a>>,
 }
 
 #[derive(Debug, DeriveSerialize)]
-pub struct ActivityData {
+pub struct ActivityData<'a> {
     pub name: &'static str,
-    pub products: Vec<ActivityProduct>,
+    pub products: Vec<ActivityProduct<'a>>,
 }
 
 /// `POST /v1/app/activity` (Button user activity).
@@ -109,7 +109,7 @@ pub struct ActivityBody<'a> {
     pub ifa: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub btn_ref: Option<&'a str>,
-    pub activity_data: ActivityData,
+    pub activity_data: ActivityData<'a>,
 }
 
 #[derive(Debug, DeriveSerialize)]

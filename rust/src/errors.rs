@@ -36,31 +36,33 @@ impl ErrorKind {
     }
 }
 
-/// A field location, e.g. `events[2].data.currency_code`; `$` is the whole payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location(String);
+/// A field location, e.g. `events[2].data.currency_code`; `$` is the whole payload. Built on the
+/// stack as the mapping descends and only turned into text when an error needs it.
+#[derive(Debug, Clone, Copy)]
+pub enum Location<'a> {
+    Root,
+    Key(&'a Location<'a>, &'a str),
+    Index(&'a Location<'a>, usize),
+}
 
-impl Location {
-    pub fn root() -> Location {
-        Location("$".to_string())
+impl<'a> Location<'a> {
+    pub fn key(&'a self, key: &'a str) -> Location<'a> {
+        Location::Key(self, key)
     }
 
-    pub fn key(&self, key: &str) -> Location {
-        if self.0 == "$" {
-            Location(key.to_string())
-        } else {
-            Location(format!("{}.{key}", self.0))
-        }
-    }
-
-    pub fn index(&self, index: usize) -> Location {
-        Location(format!("{}[{index}]", self.0))
+    pub fn index(&'a self, index: usize) -> Location<'a> {
+        Location::Index(self, index)
     }
 }
 
-impl fmt::Display for Location {
+impl fmt::Display for Location<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Location::Root => f.write_str("$"),
+            Location::Key(Location::Root, key) => f.write_str(key),
+            Location::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Location::Index(parent, index) => write!(f, "{parent}[{index}]"),
+        }
     }
 }
 
@@ -78,15 +80,15 @@ pub struct Rejection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     pub kind: ErrorKind,
-    pub field: Location,
+    pub field: String,
     pub message: String,
 }
 
 impl FieldError {
-    pub fn new(kind: ErrorKind, field: Location, message: impl Into<String>) -> FieldError {
+    pub fn new(kind: ErrorKind, field: Location<'_>, message: impl Into<String>) -> FieldError {
         FieldError {
             kind,
-            field,
+            field: field.to_string(),
             message: message.into(),
         }
     }
@@ -96,7 +98,7 @@ impl FieldError {
             event_index,
             kind: self.kind,
             message: format!("{}: {}", self.field, self.message),
-            field: self.field.0,
+            field: self.field,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Identifier rules: order ids, attribution tokens, line-item identifiers and path encoding.
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Everything but RFC 3986 unreserved characters is encoded in a path segment.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -70,8 +70,8 @@ pub fn strip_deeplink_url(url: &str) -> String {
 /// `-2`, `-3`, ... (skipping any suffix already taken by another item).
 #[derive(Default)]
 pub struct LineItemIds {
-    used: HashSet<String>,
-    repeats: HashMap<String, u32>,
+    used: FxHashSet<String>,
+    repeats: FxHashMap<String, u32>,
 }
 
 impl LineItemIds {

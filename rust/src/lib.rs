@@ -8,6 +8,7 @@ pub mod encode;
 pub mod errors;
 pub mod ids;
 pub mod input;
+pub mod json;
 pub mod model;
 pub mod money;
 pub mod proto;

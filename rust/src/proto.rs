@@ -3,10 +3,11 @@
 
 use crate::config::TransformConfig;
 use crate::errors::{ErrorKind, FieldError, Location};
+use crate::json::{Json, Object};
 use crate::model::TransformResult;
 use crate::transform::{transform_json, transform_value};
 use prost::Message;
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 #[allow(clippy::all, missing_docs)]
@@ -14,43 +15,46 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/button_sidecar.v1.rs"));
 }
 
-/// An object builder that leaves out what proto3 cannot tell from absent (empty strings, unset messages).
+/// An object builder that leaves out what proto3 cannot tell from absent (empty strings, unset
+/// messages). Strings borrow from the decoded message.
 #[derive(Default)]
-struct Obj(Map<String, Value>);
+struct Obj<'a>(Vec<(Cow<'a, str>, Json<'a>)>);
 
-impl Obj {
-    fn text(mut self, key: &str, value: &str) -> Self {
-        if !value.is_empty() {
-            self.0.insert(key.to_string(), Value::String(value.to_string()));
-        }
-        self
+impl<'a> Obj<'a> {
+    fn text(self, key: &'static str, value: &'a str) -> Self {
+        let value = (!value.is_empty()).then_some(Json::String(Cow::Borrowed(value)));
+        self.value(key, value)
     }
 
-    fn int(mut self, key: &str, value: Option<i64>) -> Self {
+    fn int(self, key: &'static str, value: Option<i64>) -> Self {
+        self.value(key, value.map(|v| Json::Number(Cow::Owned(v.to_string()))))
+    }
+
+    fn value(mut self, key: &'static str, value: Option<Json<'a>>) -> Self {
         if let Some(v) = value {
-            self.0.insert(key.to_string(), Value::from(v));
+            self.0.push((Cow::Borrowed(key), v));
         }
         self
     }
 
-    fn value(mut self, key: &str, value: Option<Value>) -> Self {
-        if let Some(v) = value {
-            self.0.insert(key.to_string(), v);
-        }
-        self
+    fn strings(self, key: &'static str, map: &'a BTreeMap<String, String>) -> Self {
+        self.value(key, (!map.is_empty()).then(|| strings(map)))
     }
 
-    fn strings(self, key: &str, map: &BTreeMap<String, String>) -> Self {
-        let object = map.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-        self.value(key, (!map.is_empty()).then_some(Value::Object(object)))
-    }
-
-    fn done(self) -> Value {
-        Value::Object(self.0)
+    fn done(self) -> Json<'a> {
+        Json::Object(Object(self.0))
     }
 }
 
-fn product(p: &pb::Product) -> Value {
+fn strings(map: &BTreeMap<String, String>) -> Json<'_> {
+    Json::Object(Object(
+        map.iter()
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Json::String(Cow::Borrowed(v.as_str()))))
+            .collect(),
+    ))
+}
+
+fn product(p: &pb::Product) -> Json<'_> {
     Obj::default()
         .text("id", &p.id)
         .text("name", &p.name)
@@ -65,8 +69,8 @@ fn product(p: &pb::Product) -> Value {
         .done()
 }
 
-fn product_action(a: &pb::ProductAction) -> Value {
-    let products = (!a.products.is_empty()).then(|| Value::Array(a.products.iter().map(product).collect()));
+fn product_action(a: &pb::ProductAction) -> Json<'_> {
+    let products = (!a.products.is_empty()).then(|| Json::Array(a.products.iter().map(product).collect()));
     Obj::default()
         .text("action", &a.action)
         .text("transaction_id", &a.transaction_id)
@@ -79,7 +83,7 @@ fn product_action(a: &pb::ProductAction) -> Value {
         .done()
 }
 
-fn event(e: &pb::Event) -> Value {
+fn event(e: &pb::Event) -> Json<'_> {
     use pb::event::Event as E;
     let (event_type, data) = match &e.event {
         Some(E::CommerceEvent(c)) => (
@@ -100,8 +104,8 @@ fn event(e: &pb::Event) -> Value {
                 .strings("custom_attributes", &t.custom_attributes)
                 .text("application_transition_type", &t.application_transition_type)
                 .text("launch_referral", &t.launch_referral)
-                .value("is_first_run", Some(Value::Bool(t.is_first_run)))
-                .value("is_upgrade", Some(Value::Bool(t.is_upgrade)))
+                .value("is_first_run", Some(Json::Bool(t.is_first_run)))
+                .value("is_upgrade", Some(Json::Bool(t.is_upgrade)))
                 .done(),
         ),
         Some(E::Other(o)) => (
@@ -118,9 +122,9 @@ fn event(e: &pb::Event) -> Value {
         .done()
 }
 
-fn consent(c: &pb::Consent) -> Value {
+fn consent(c: &pb::Consent) -> Json<'_> {
     Obj::default()
-        .value("consented", Some(Value::Bool(c.consented)))
+        .value("consented", Some(Json::Bool(c.consented)))
         .text("document", &c.document)
         .int("timestamp_unixtime_ms", c.timestamp_unixtime_ms)
         .text("location", &c.location)
@@ -128,21 +132,25 @@ fn consent(c: &pb::Consent) -> Value {
         .done()
 }
 
-fn consent_state(c: &pb::ConsentState) -> Value {
-    let gdpr: Map<String, Value> = c.gdpr.iter().map(|(k, v)| (k.clone(), consent(v))).collect();
+fn consent_state(c: &pb::ConsentState) -> Json<'_> {
+    let gdpr: Vec<_> = c
+        .gdpr
+        .iter()
+        .map(|(k, v)| (Cow::Borrowed(k.as_str()), consent(v)))
+        .collect();
     let ccpa = c.ccpa.as_ref().map(|ccpa| {
         Obj::default()
             .value("data_sale_opt_out", ccpa.data_sale_opt_out.as_ref().map(consent))
             .done()
     });
     Obj::default()
-        .value("gdpr", (!gdpr.is_empty()).then_some(Value::Object(gdpr)))
+        .value("gdpr", (!gdpr.is_empty()).then_some(Json::Object(Object(gdpr))))
         .value("ccpa", ccpa)
         .done()
 }
 
 /// The JSON model of a typed batch.
-pub fn batch_to_value(b: &pb::Batch) -> Value {
+pub fn batch_to_value(b: &pb::Batch) -> Json<'_> {
     let identities = b.user_identities.as_ref().map(|u| {
         Obj::default()
             .text("customer_id", &u.customer_id)
@@ -160,22 +168,22 @@ pub fn batch_to_value(b: &pb::Batch) -> Value {
             .text("android_uuid", &d.android_uuid)
             .done()
     });
-    let integrations: Map<String, Value> = b
+    let integrations: Vec<_> = b
         .integration_attributes
         .iter()
         .filter_map(|(module, attrs)| {
             let value = if !attrs.attributes.is_empty() {
-                Obj::default().strings("a", &attrs.attributes).0.remove("a")?
+                strings(&attrs.attributes)
             } else if !attrs.value.is_empty() {
-                Value::String(attrs.value.clone())
+                Json::String(Cow::Borrowed(attrs.value.as_str()))
             } else {
                 return None;
             };
-            Some((module.clone(), value))
+            Some((Cow::Borrowed(module.as_str()), value))
         })
         .collect();
     Obj::default()
-        .value("events", Some(Value::Array(b.events.iter().map(event).collect())))
+        .value("events", Some(Json::Array(b.events.iter().map(event).collect())))
         .text("source_request_id", &b.source_request_id)
         .text("environment", &b.environment)
         .text("mpid", &b.mpid)
@@ -184,7 +192,7 @@ pub fn batch_to_value(b: &pb::Batch) -> Value {
         .value("device_info", device)
         .value(
             "integration_attributes",
-            (!integrations.is_empty()).then_some(Value::Object(integrations)),
+            (!integrations.is_empty()).then_some(Json::Object(Object(integrations))),
         )
         .value("consent_state", b.consent_state.as_ref().map(consent_state))
         .int("timestamp_unixtime_ms", b.timestamp_unixtime_ms)
@@ -195,7 +203,7 @@ fn unusable(what: &str) -> TransformResult {
     TransformResult {
         rejections: vec![FieldError::new(
             ErrorKind::InvalidProtobuf,
-            Location::root(),
+            Location::Root,
             format!("not a valid {what} protobuf message"),
         )
         .at_event(-1)],
@@ -219,7 +227,7 @@ fn transform_request(config: &TransformConfig, request: &pb::IngestRequest, rece
         None => TransformResult {
             rejections: vec![FieldError::new(
                 ErrorKind::InvalidBatch,
-                Location::root().key("payload"),
+                Location::Root.key("payload"),
                 "is empty: set mparticle_json or batch",
             )
             .at_event(-1)],

@@ -3,10 +3,10 @@
 use crate::currency;
 use crate::errors::{ErrorKind, FieldError, Location};
 use crate::ids::is_valid_order_id;
-use crate::input::{decimal, field, scalar_text, Object};
+use crate::input::{decimal, field, integer, scalar_text};
+use crate::json::{Json, Object};
 use crate::money::{is_py_space, Decimal, MoneyError};
 use crate::time::MAX_TIMESTAMP_MS;
-use serde_json::Value;
 
 /// A currency and its minor-unit exponent.
 pub struct Currency {
@@ -14,7 +14,7 @@ pub struct Currency {
     pub exponent: u32,
 }
 
-pub fn amount_error(at: Location, err: MoneyError) -> FieldError {
+pub fn amount_error(at: Location<'_>, err: MoneyError) -> FieldError {
     let message = match err {
         MoneyError::Syntax => "must be a decimal number",
         MoneyError::Overflow => "does not fit in 64-bit minor units",
@@ -23,7 +23,7 @@ pub fn amount_error(at: Location, err: MoneyError) -> FieldError {
 }
 
 /// A non-negative decimal amount, or None when absent.
-pub fn decimal_amount(object: &Object, key: &str, at: &Location) -> Result<Option<Decimal>, FieldError> {
+pub fn decimal_amount(object: &Object<'_>, key: &str, at: &Location<'_>) -> Result<Option<Decimal>, FieldError> {
     let Some(value) = field(object, key) else {
         return Ok(None);
     };
@@ -39,7 +39,12 @@ pub fn decimal_amount(object: &Object, key: &str, at: &Location) -> Result<Optio
 }
 
 /// A non-negative amount in minor units, or None when absent.
-pub fn minor_amount(object: &Object, key: &str, at: &Location, currency: &Currency) -> Result<Option<i64>, FieldError> {
+pub fn minor_amount(
+    object: &Object<'_>,
+    key: &str,
+    at: &Location<'_>,
+    currency: &Currency,
+) -> Result<Option<i64>, FieldError> {
     decimal_amount(object, key, at)?
         .map(|d| {
             d.to_scaled_i64(currency.exponent)
@@ -49,11 +54,11 @@ pub fn minor_amount(object: &Object, key: &str, at: &Location, currency: &Curren
 }
 
 /// A positive whole quantity (`2`, `2.0`, `"2"`); 1 when absent.
-pub fn quantity(product: &Object, at: &Location) -> Result<i64, FieldError> {
+pub fn quantity(product: &Object<'_>, at: &Location<'_>) -> Result<i64, FieldError> {
     let Some(value) = field(product, "quantity") else {
         return Ok(1);
     };
-    match decimal(value).ok().and_then(|d| d.to_integer().ok().flatten()) {
+    match integer(value) {
         Some(q) if q > 0 => Ok(q),
         _ => Err(FieldError::new(
             ErrorKind::InvalidQuantity,
@@ -64,7 +69,7 @@ pub fn quantity(product: &Object, at: &Location) -> Result<i64, FieldError> {
 }
 
 /// `data.currency_code` upper-cased, else the default; must be an active ISO 4217 code.
-pub fn currency(data: &Object, at: &Location, default: &str) -> Result<Currency, FieldError> {
+pub fn currency(data: &Object<'_>, at: &Location<'_>, default: &str) -> Result<Currency, FieldError> {
     let invalid = || {
         FieldError::new(
             ErrorKind::InvalidCurrency,
@@ -74,7 +79,7 @@ pub fn currency(data: &Object, at: &Location, default: &str) -> Result<Currency,
     };
     let code = match field(data, "currency_code") {
         None => default.to_string(),
-        Some(Value::String(s)) => {
+        Some(Json::String(s)) => {
             let trimmed = s.trim_matches(is_py_space);
             if trimmed.is_empty() {
                 default.to_string()
@@ -89,32 +94,32 @@ pub fn currency(data: &Object, at: &Location, default: &str) -> Result<Currency,
 }
 
 /// `product_action.transaction_id` as a string: printable ASCII, 1..=255 characters.
-pub fn order_id(action: &Object, at: &Location) -> Result<String, FieldError> {
+pub fn order_id(action: &Object<'_>, at: &Location<'_>) -> Result<String, FieldError> {
     let at = at.key("transaction_id");
     let id = match field(action, "transaction_id") {
         None => return Err(FieldError::new(ErrorKind::MissingOrderId, at, "is required")),
-        Some(Value::String(s)) if s.is_empty() => {
+        Some(Json::String(s)) if s.is_empty() => {
             return Err(FieldError::new(ErrorKind::MissingOrderId, at, "is required"))
         }
         Some(value) => scalar_text(value)
-            .ok_or_else(|| FieldError::new(ErrorKind::InvalidOrderId, at.clone(), "must be a string or a number"))?,
+            .ok_or_else(|| FieldError::new(ErrorKind::InvalidOrderId, at, "must be a string or a number"))?,
     };
-    if !is_valid_order_id(&id) {
+    if !is_valid_order_id(id) {
         return Err(FieldError::new(
             ErrorKind::InvalidOrderId,
             at,
             "must be 1 to 255 printable ASCII characters",
         ));
     }
-    Ok(id.into_owned())
+    Ok(id.to_string())
 }
 
 /// The event's time: its own `timestamp_unixtime_ms`, else the batch's, else when it was received.
-pub fn event_time(data: &Object, at: &Location, fallback_ms: i64) -> Result<i64, FieldError> {
+pub fn event_time(data: &Object<'_>, at: &Location<'_>, fallback_ms: i64) -> Result<i64, FieldError> {
     let Some(value) = field(data, "timestamp_unixtime_ms") else {
         return Ok(fallback_ms);
     };
-    match crate::input::integer(value) {
+    match integer(value) {
         Some(t) if (0..=MAX_TIMESTAMP_MS).contains(&t) => Ok(t),
         _ => Err(FieldError::new(
             ErrorKind::InvalidTimestamp,

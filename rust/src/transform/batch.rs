@@ -3,9 +3,9 @@
 use crate::email::hash_email;
 use crate::encode::Customer;
 use crate::ids::is_valid_btn_ref;
-use crate::input::{field, integer, scalar_text, Object};
+use crate::input::{field, integer, scalar_text};
+use crate::json::{Json, Object};
 use crate::time::MAX_TIMESTAMP_MS;
-use serde_json::Value;
 
 /// What every event of a batch shares (mParticle: one user per batch).
 pub struct BatchContext {
@@ -20,24 +20,24 @@ pub struct BatchContext {
     pub source_request_id: Option<String>,
 }
 
-fn text(object: &Object, key: &str) -> Option<String> {
-    field(object, key).and_then(scalar_text).map(|t| t.into_owned())
+fn text(object: &Object<'_>, key: &str) -> Option<String> {
+    field(object, key).and_then(scalar_text).map(str::to_string)
 }
 
-fn object<'a>(object: &'a Object, key: &str) -> Option<&'a Object> {
-    field(object, key).and_then(Value::as_object)
+fn object<'j, 'a>(object: &'j Object<'a>, key: &str) -> Option<&'j Object<'a>> {
+    field(object, key).and_then(Json::as_object)
 }
 
 /// Advertising ids of all zeros mean "tracking limited": not an id.
-fn advertising_id(device: &Object, key: &str) -> Option<String> {
+fn advertising_id(device: &Object<'_>, key: &str) -> Option<String> {
     text(device, key).filter(|id| id.bytes().any(|b| b != b'0' && b != b'-'))
 }
 
 /// `integration_attributes["1022"]`: `com.usebutton.source_token`, then `btn_ref`, or the bare string.
-fn integration_token(batch: &Object) -> Option<String> {
+fn integration_token(batch: &Object<'_>) -> Option<String> {
     let button = field(object(batch, "integration_attributes")?, "1022")?;
-    let candidates: Vec<&Value> = match button {
-        Value::Object(attrs) => ["com.usebutton.source_token", "btn_ref"]
+    let candidates: Vec<&Json<'_>> = match button {
+        Json::Object(attrs) => ["com.usebutton.source_token", "btn_ref"]
             .iter()
             .filter_map(|k| field(attrs, k))
             .collect(),
@@ -45,17 +45,17 @@ fn integration_token(batch: &Object) -> Option<String> {
     };
     candidates
         .into_iter()
-        .filter_map(Value::as_str)
+        .filter_map(Json::as_str)
         .find(|t| is_valid_btn_ref(t))
         .map(str::to_string)
 }
 
 impl BatchContext {
-    pub fn new(batch: &Object, send_email: bool, received_at_ms: i64) -> BatchContext {
-        let empty = Object::new();
+    pub fn new(batch: &Object<'_>, send_email: bool, received_at_ms: i64) -> BatchContext {
+        let empty = Object::default();
         let identities = object(batch, "user_identities").unwrap_or(&empty);
         let device = object(batch, "device_info").unwrap_or(&empty);
-        let platform = field(device, "platform").and_then(Value::as_str).map(str::to_string);
+        let platform = field(device, "platform").and_then(Json::as_str).map(str::to_string);
         let idfa = advertising_id(device, "ios_advertising_id");
         let gaid = advertising_id(device, "android_advertising_id");
         let device_id = match platform.as_deref().map(str::to_ascii_lowercase).as_deref() {
@@ -64,7 +64,7 @@ impl BatchContext {
         };
         let customer_id = text(identities, "customer_id").or_else(|| text(identities, "customerid"));
         let email_sha256 = if send_email {
-            field(identities, "email").and_then(Value::as_str).and_then(hash_email)
+            field(identities, "email").and_then(Json::as_str).and_then(hash_email)
         } else {
             None
         };
@@ -103,14 +103,14 @@ impl BatchContext {
 
 /// Why consent filters the batch, if it does: the configured GDPR purpose not consented to, or
 /// a CCPA data-sale opt-out.
-pub fn consent_filter(batch: &Object, gdpr_purpose: Option<&str>) -> Option<&'static str> {
+pub fn consent_filter(batch: &Object<'_>, gdpr_purpose: Option<&str>) -> Option<&'static str> {
     let consent = object(batch, "consent_state");
     let consented = |regime: &str, purpose: &str| {
         consent
             .and_then(|c| object(c, regime))
             .and_then(|r| object(r, purpose))
             .and_then(|p| field(p, "consented"))
-            .and_then(Value::as_bool)
+            .and_then(Json::as_bool)
     };
     if let Some(purpose) = gdpr_purpose {
         if consented("gdpr", purpose) != Some(true) {

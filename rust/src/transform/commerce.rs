@@ -10,22 +10,27 @@ use crate::encode::{
 };
 use crate::errors::{ErrorKind, FieldError, Location};
 use crate::ids::{is_valid_btn_ref, order_path, LineItemIds};
-use crate::input::{attribute_text, field, object_field, scalar_text, Object};
+use crate::input::{attribute_text, field, object_field, scalar_text};
+use crate::json::{Json, Object};
 use crate::model::{ButtonRequest, RequestKind};
 use crate::time::iso8601_ms;
-use serde_json::Value;
 
 /// The event's products as line items; an empty list when there are none.
-fn line_items(action: &Object, at: &Location, currency: &Currency) -> Result<Vec<LineItem>, FieldError> {
+fn line_items<'j>(
+    action: &'j Object<'_>,
+    at: &Location<'_>,
+    currency: &Currency,
+) -> Result<Vec<LineItem<'j>>, FieldError> {
+    let products_at = at.key("products");
     let products = match field(action, "products") {
         None => return Ok(Vec::new()),
-        Some(Value::Array(products)) => products,
+        Some(Json::Array(products)) => products,
         Some(_) => {
             return Err(FieldError::new(
                 ErrorKind::InvalidEvent,
-                at.key("products"),
+                products_at,
                 "must be an array",
-            ));
+            ))
         }
     };
     let mut ids = LineItemIds::default();
@@ -33,23 +38,23 @@ fn line_items(action: &Object, at: &Location, currency: &Currency) -> Result<Vec
         .iter()
         .enumerate()
         .map(|(j, product)| {
-            let at = at.key("products").index(j);
+            let at = products_at.index(j);
             let product = product
                 .as_object()
-                .ok_or_else(|| FieldError::new(ErrorKind::InvalidEvent, at.clone(), "must be an object"))?;
+                .ok_or_else(|| FieldError::new(ErrorKind::InvalidEvent, at, "must be an object"))?;
             line_item(product, &at, currency, j, &mut ids)
         })
         .collect()
 }
 
-fn line_item(
-    product: &Object,
-    at: &Location,
+fn line_item<'j>(
+    product: &'j Object<'_>,
+    at: &Location<'_>,
     currency: &Currency,
     position: usize,
     ids: &mut LineItemIds,
-) -> Result<LineItem, FieldError> {
-    let text = |key: &str| field(product, key).and_then(scalar_text).map(|t| t.into_owned());
+) -> Result<LineItem<'j>, FieldError> {
+    let text = |key: &str| field(product, key).and_then(scalar_text);
     let sku = text("id");
     let description = text("name");
     let quantity = quantity(product, at)?;
@@ -78,27 +83,27 @@ fn line_item(
             }
         },
     };
-    let base = sku
-        .clone()
-        .or_else(|| description.clone())
-        .unwrap_or_else(|| format!("item-{}", position + 1));
+    let identifier = match sku.or(description) {
+        Some(base) => ids.assign(base),
+        None => ids.assign(&format!("item-{}", position + 1)),
+    };
     let mut attributes = Attributes::default();
-    if let Some(Value::Object(custom)) = field(product, "custom_attributes") {
-        for (k, v) in custom {
+    if let Some(Json::Object(custom)) = field(product, "custom_attributes") {
+        for (k, v) in custom.iter() {
             if let Some(v) = attribute_text(v) {
-                attributes.0.push((k.clone(), v.into_owned()));
+                attributes.0.push((k, v));
             }
         }
     }
     for key in ["brand", "variant", "coupon_code"] {
         if !attributes.contains(key) {
             if let Some(v) = text(key) {
-                attributes.0.push((key.to_string(), v));
+                attributes.0.push((key, v));
             }
         }
     }
     Ok(LineItem {
-        identifier: ids.assign(&base),
+        identifier,
         sku,
         description,
         quantity,
@@ -112,10 +117,10 @@ fn line_item(
 /// The commissionable amount: `total_amount` minus tax and shipping (unless configured to keep
 /// them), else the sum of the line totals.
 fn order_total(
-    action: &Object,
-    at: &Location,
+    action: &Object<'_>,
+    at: &Location<'_>,
     currency: &Currency,
-    items: &[LineItem],
+    items: &[LineItem<'_>],
     config: &TransformConfig,
 ) -> Result<i64, FieldError> {
     let overflow = |key: &str| amount_error(at.key(key), crate::money::MoneyError::Overflow);
@@ -152,9 +157,9 @@ fn order_total(
 
 /// The first valid token of the event: the integration attribute, the event's custom attribute,
 /// then the latest deep link of the batch.
-fn event_btn_ref<'a>(ctx: &'a BatchContext, data: &'a Object, link_token: Option<&'a str>) -> Option<&'a str> {
+fn event_btn_ref<'a>(ctx: &'a BatchContext, data: &'a Object<'_>, link_token: Option<&'a str>) -> Option<&'a str> {
     let custom = match field(data, "custom_attributes") {
-        Some(Value::Object(attrs)) => field(attrs, "btn_ref").and_then(Value::as_str),
+        Some(Json::Object(attrs)) => field(attrs, "btn_ref").and_then(Json::as_str),
         _ => None,
     };
     ctx.integration_token
@@ -163,27 +168,24 @@ fn event_btn_ref<'a>(ctx: &'a BatchContext, data: &'a Object, link_token: Option
         .or(link_token)
 }
 
-pub struct CommerceEvent<'a> {
+pub struct CommerceEvent<'a, 'j> {
     pub ctx: &'a BatchContext,
     pub config: &'a TransformConfig,
-    pub data: &'a Object,
-    pub action: &'a Object,
-    pub at: Location,
+    pub data: &'a Object<'j>,
+    pub action: &'a Object<'j>,
+    /// Where `data` is.
+    pub at: &'a Location<'a>,
     pub index: i64,
     pub link_token: Option<&'a str>,
 }
 
-impl CommerceEvent<'_> {
-    fn action_at(&self) -> Location {
-        self.at.key("product_action")
-    }
-
+impl CommerceEvent<'_, '_> {
     pub fn purchase(&self) -> Result<Outcome, FieldError> {
-        let action_at = self.action_at();
+        let action_at = self.at.key("product_action");
         let order_id = order_id(self.action, &action_at)?;
-        let currency = currency(self.data, &self.at, &self.config.default_currency)?;
+        let currency = currency(self.data, self.at, &self.config.default_currency)?;
         let fallback = self.ctx.batch_time_ms.unwrap_or(self.ctx.received_at_ms);
-        let time = event_time(self.data, &self.at, fallback)?;
+        let time = event_time(self.data, self.at, fallback)?;
         let items = line_items(self.action, &action_at, &currency)?;
         let total = order_total(self.action, &action_at, &currency, &items, self.config)?;
         let btn_ref = event_btn_ref(self.ctx, self.data, self.link_token);
@@ -212,12 +214,12 @@ impl CommerceEvent<'_> {
     /// No products and no amount: the whole order is cancelled. Otherwise a refund intent that the
     /// delivery layer turns into an update of the order.
     pub fn refund(&self) -> Result<Outcome, FieldError> {
-        let action_at = self.action_at();
+        let action_at = self.at.key("product_action");
         let order_id = order_id(self.action, &action_at)?;
         // Malformed products are a rejection (as for a purchase), never a cancel of the whole order.
         let has_products = match field(self.action, "products") {
             None => false,
-            Some(Value::Array(products)) => !products.is_empty(),
+            Some(Json::Array(products)) => !products.is_empty(),
             Some(_) => true,
         };
         if !has_products && field(self.action, "total_amount").is_none() {
@@ -230,7 +232,7 @@ impl CommerceEvent<'_> {
                 event_index: self.index,
             }));
         }
-        let currency = currency(self.data, &self.at, &self.config.default_currency)?;
+        let currency = currency(self.data, self.at, &self.config.default_currency)?;
         let items = line_items(self.action, &action_at, &currency)?;
         let total = order_total(self.action, &action_at, &currency, &items, self.config)?;
         let body = RefundBody {
@@ -257,14 +259,14 @@ impl CommerceEvent<'_> {
         let Some(application_id) = self.config.application_id(self.ctx.platform.as_deref()) else {
             return Ok(Outcome::Skipped("no_application_id"));
         };
-        let action_at = self.action_at();
-        let currency = currency(self.data, &self.at, &self.config.default_currency)?;
+        let action_at = self.at.key("product_action");
+        let currency = currency(self.data, self.at, &self.config.default_currency)?;
         let products = line_items(self.action, &action_at, &currency)?
             .into_iter()
             .map(|item| ActivityProduct {
-                id: item.sku.unwrap_or(item.identifier),
+                id: item.sku.map(str::to_string).unwrap_or(item.identifier),
                 name: item.description,
-                currency: currency.code.clone(),
+                currency: &currency.code,
                 value: item.amount.unwrap_or(item.total),
                 quantity: item.quantity,
                 categories: item.category,
@@ -289,8 +291,8 @@ impl CommerceEvent<'_> {
 }
 
 /// Dispatches a `commerce_event` by its product action.
-pub fn commerce_event(event: &CommerceEvent<'_>) -> Result<Outcome, FieldError> {
-    let action = field(event.action, "action").and_then(Value::as_str).unwrap_or("");
+pub fn commerce_event(event: &CommerceEvent<'_, '_>) -> Result<Outcome, FieldError> {
+    let action = field(event.action, "action").and_then(Json::as_str).unwrap_or("");
     match action.to_ascii_lowercase().as_str() {
         "purchase" => event.purchase(),
         "refund" => event.refund(),
@@ -302,7 +304,7 @@ pub fn commerce_event(event: &CommerceEvent<'_>) -> Result<Outcome, FieldError> 
 }
 
 /// `data.product_action`, if the commerce event has one.
-pub fn product_action<'a>(data: &'a Object, at: &Location) -> Result<Option<&'a Object>, FieldError> {
+pub fn product_action<'j, 'a>(data: &'j Object<'a>, at: &Location<'_>) -> Result<Option<&'j Object<'a>>, FieldError> {
     if field(data, "product_action").is_none() {
         return Ok(None);
     }

@@ -7,29 +7,29 @@ use crate::config::TransformConfig;
 use crate::encode::{to_json, AppEvent, AppEventsBody, DeeplinkValue};
 use crate::errors::{FieldError, Location};
 use crate::ids::{btn_ref_from_url, strip_deeplink_url};
-use crate::input::{field, Object};
+use crate::input::field;
+use crate::json::{Json, Object};
 use crate::model::{Attribution, ButtonRequest, RequestKind};
 use crate::time::iso8601_ms;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// `launch_referral`, or its alias `launch_referrer`.
-pub fn launch_url(data: &Object) -> Option<&str> {
+pub fn launch_url<'j>(data: &'j Object<'_>) -> Option<&'j str> {
     ["launch_referral", "launch_referrer"]
         .iter()
-        .find_map(|k| field(data, k).and_then(Value::as_str))
+        .find_map(|k| field(data, k).and_then(Json::as_str))
         .filter(|url| !url.is_empty())
 }
 
 /// The token a deep link carries, if any (the caller remembers it for later events of the batch).
-pub fn link_token(data: &Object) -> Option<Option<String>> {
+pub fn link_token(data: &Object<'_>) -> Option<Option<String>> {
     launch_url(data).map(btn_ref_from_url)
 }
 
 /// A stable id for the app event, so a redelivery is recognisable: the event's
 /// `source_message_id` when it has one, else derived from what identifies the open.
-fn event_uuid(data: &Object, ctx: &BatchContext, index: i64, url: &str, time_ms: i64) -> String {
-    if let Some(id) = field(data, "source_message_id").and_then(Value::as_str) {
+fn event_uuid(data: &Object<'_>, ctx: &BatchContext, index: i64, url: &str, time_ms: i64) -> String {
+    if let Some(id) = field(data, "source_message_id").and_then(Json::as_str) {
         return id.to_string();
     }
     let mut hasher = Sha256::new();
@@ -51,24 +51,25 @@ fn event_uuid(data: &Object, ctx: &BatchContext, index: i64, url: &str, time_ms:
     )
 }
 
-pub struct Transition<'a> {
+pub struct Transition<'a, 'j> {
     pub ctx: &'a BatchContext,
     pub config: &'a TransformConfig,
-    pub data: &'a Object,
-    pub at: Location,
+    pub data: &'a Object<'j>,
+    /// Where `data` is.
+    pub at: &'a Location<'a>,
     pub index: i64,
     /// The token of this event's own deep link, if it has one.
     pub own_token: Option<&'a str>,
 }
 
-impl Transition<'_> {
+impl Transition<'_, '_> {
     /// Learns the token for the batch's user; with `forward_app_events`, also reports the open.
     pub fn map(&self, attributions: &mut Vec<Attribution>) -> Result<Outcome, FieldError> {
         let Some(token) = self.own_token.or(self.ctx.integration_token.as_deref()) else {
             return Ok(Outcome::Skipped("no_btn_ref"));
         };
         let fallback = self.ctx.batch_time_ms.unwrap_or(self.ctx.received_at_ms);
-        let time = event_time(self.data, &self.at, fallback)?;
+        let time = event_time(self.data, self.at, fallback)?;
         attributions.push(Attribution {
             user_keys: self.ctx.user_keys.clone(),
             btn_ref: token.to_string(),

@@ -7,12 +7,12 @@ mod deeplink;
 
 use crate::config::TransformConfig;
 use crate::errors::{ErrorKind, FieldError, Location};
-use crate::input::{field, object_field, Object};
+use crate::input::{field, object_field};
+use crate::json::{Json, Object};
 use crate::model::{ButtonRequest, Skip, TransformResult};
 use batch::{consent_filter, BatchContext};
 use commerce::{commerce_event, product_action, CommerceEvent};
 use deeplink::{link_token, Transition};
-use serde_json::Value;
 
 /// What one event turned into.
 pub enum Outcome {
@@ -22,7 +22,7 @@ pub enum Outcome {
     Skipped(&'static str),
 }
 
-fn batch_rejection(kind: ErrorKind, field: Location, message: impl Into<String>) -> TransformResult {
+fn batch_rejection(kind: ErrorKind, field: Location<'_>, message: impl Into<String>) -> TransformResult {
     TransformResult {
         rejections: vec![FieldError::new(kind, field, message).at_event(-1)],
         ..TransformResult::default()
@@ -31,32 +31,28 @@ fn batch_rejection(kind: ErrorKind, field: Location, message: impl Into<String>)
 
 /// Transforms one mParticle batch given as JSON bytes. Never fails: problems are rejections.
 pub fn transform_json(config: &TransformConfig, raw: &[u8], received_at_ms: i64) -> TransformResult {
-    match serde_json::from_slice::<Value>(raw) {
+    match Json::parse_batch(raw) {
         Ok(value) => transform_value(config, &value, received_at_ms),
         Err(err) => batch_rejection(
             ErrorKind::InvalidJson,
-            Location::root(),
+            Location::Root,
             format!("not valid JSON ({err})"),
         ),
     }
 }
 
 /// Transforms one parsed mParticle batch.
-pub fn transform_value(config: &TransformConfig, value: &Value, received_at_ms: i64) -> TransformResult {
+pub fn transform_value(config: &TransformConfig, value: &Json<'_>, received_at_ms: i64) -> TransformResult {
     let Some(batch) = value.as_object() else {
-        return batch_rejection(
-            ErrorKind::InvalidBatch,
-            Location::root(),
-            "a batch must be a JSON object",
-        );
+        return batch_rejection(ErrorKind::InvalidBatch, Location::Root, "a batch must be a JSON object");
     };
-    let events: &[Value] = match field(batch, "events") {
+    let events: &[Json<'_>] = match field(batch, "events") {
         None => &[],
-        Some(Value::Array(events)) => events,
+        Some(Json::Array(events)) => events,
         Some(_) => {
             return batch_rejection(
                 ErrorKind::InvalidBatch,
-                Location::root().key("events"),
+                Location::Root.key("events"),
                 "must be an array",
             )
         }
@@ -65,7 +61,7 @@ pub fn transform_value(config: &TransformConfig, value: &Value, received_at_ms: 
     let mut result = TransformResult {
         user_keys: ctx.user_keys.clone(),
         source_request_id: ctx.source_request_id.clone(),
-        environment: field(batch, "environment").and_then(Value::as_str).map(str::to_string),
+        environment: field(batch, "environment").and_then(Json::as_str).map(str::to_string),
         event_count: events.len(),
         ..TransformResult::default()
     };
@@ -75,9 +71,10 @@ pub fn transform_value(config: &TransformConfig, value: &Value, received_at_ms: 
     }
     // The token of the latest deep link seen so far in this batch.
     let mut link: Option<String> = None;
+    let events_at = Location::Root.key("events");
     for (i, event) in events.iter().enumerate() {
         let index = i as i64;
-        let at = Location::root().key("events").index(i);
+        let at = events_at.index(i);
         match map_event(&ctx, config, event, &at, index, &mut link, &mut result) {
             Ok(Outcome::Request(request)) => result.requests.push(request),
             Ok(Outcome::Learned) => {}
@@ -94,18 +91,18 @@ pub fn transform_value(config: &TransformConfig, value: &Value, received_at_ms: 
 fn map_event(
     ctx: &BatchContext,
     config: &TransformConfig,
-    event: &Value,
-    at: &Location,
+    event: &Json<'_>,
+    at: &Location<'_>,
     index: i64,
     link: &mut Option<String>,
     result: &mut TransformResult,
 ) -> Result<Outcome, FieldError> {
     let event = event
         .as_object()
-        .ok_or_else(|| FieldError::new(ErrorKind::InvalidEvent, at.clone(), "must be an object"))?;
-    let event_type = field(event, "event_type").and_then(Value::as_str).unwrap_or("");
+        .ok_or_else(|| FieldError::new(ErrorKind::InvalidEvent, *at, "must be an object"))?;
+    let event_type = field(event, "event_type").and_then(Json::as_str).unwrap_or("");
     let data_at = at.key("data");
-    let data = || -> Result<&Object, FieldError> { object_field(event, "data", at) };
+    let data = || -> Result<&Object<'_>, FieldError> { object_field(event, "data", at) };
     match event_type {
         "commerce_event" => {
             let data = data()?;
@@ -117,7 +114,7 @@ fn map_event(
                 config,
                 data,
                 action,
-                at: data_at,
+                at: &data_at,
                 index,
                 link_token: link.as_deref(),
             })
@@ -133,7 +130,7 @@ fn map_event(
                 ctx,
                 config,
                 data,
-                at: data_at,
+                at: &data_at,
                 index,
                 own_token: own_token.as_deref(),
             }

@@ -1,0 +1,301 @@
+//! A borrowed JSON tree: strings and number texts point into the input wherever they can.
+//!
+//! serde_json parses (it checks syntax, escapes and nesting); this model avoids what a
+//! `serde_json::Value` costs: a `String` per key and value and a map per object. Objects keep their
+//! pairs in order and look up from the end, so a repeated key means its last value, as in `Value`.
+//!
+//! A batch is parsed with its [`Shape`]: fields the mapping never reads are scanned (syntax checked)
+//! but not built, which is most of the work saved. Where a value is not the container the shape
+//! expects, it is built whole, so the mapping sees (and rejects) exactly what was sent.
+
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::fmt;
+
+/// serde_json's `arbitrary_precision` hands a number over as a one-entry map under this key.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json<'a> {
+    Null,
+    Bool(bool),
+    /// The number's text exactly as written (`1.50`, `1E5`).
+    Number(Cow<'a, str>),
+    String(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    Object(Object<'a>),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Object<'a>(pub Vec<(Cow<'a, str>, Json<'a>)>);
+
+impl<'a> Object<'a> {
+    /// The value of `key` (the last one when the key repeats).
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Pairs in order, without the earlier values of repeated keys.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
+        // Objects are small; past a few dozen keys, a set keeps hostile input linear.
+        let last: Option<std::collections::HashMap<&str, usize>> =
+            (self.0.len() > 32).then(|| self.0.iter().enumerate().map(|(i, (k, _))| (k.as_ref(), i)).collect());
+        self.0.iter().enumerate().filter_map(move |(i, (k, v))| {
+            let is_last = match &last {
+                Some(last) => last.get(k.as_ref()) == Some(&i),
+                None => !self.0[i + 1..].iter().any(|(later, _)| later == k),
+            };
+            is_last.then_some((k.as_ref(), v))
+        })
+    }
+}
+
+impl<'a> Json<'a> {
+    /// Any JSON document, built whole.
+    pub fn parse(raw: &'a [u8]) -> serde_json::Result<Json<'a>> {
+        serde_json::from_slice(raw)
+    }
+
+    /// An mParticle batch: only the fields the mapping reads are built. The input must be UTF-8 as a
+    /// whole (checked here: serde_json does not check the strings it skips).
+    pub fn parse_batch(raw: &'a [u8]) -> Result<Json<'a>, String> {
+        let text = std::str::from_utf8(raw).map_err(|e| format!("not UTF-8 ({e})"))?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let value = Shape::Batch.deserialize(&mut deserializer).map_err(|e| e.to_string())?;
+        deserializer.end().map_err(|e| e.to_string())?;
+        Ok(value)
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_object(&self) -> Option<&Object<'a>> {
+        match self {
+            Json::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Json::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Json::Null)
+    }
+}
+
+/// Which fields of a batch are built (the rest is only scanned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Any,
+    Batch,
+    Events,
+    Event,
+    Data,
+    ProductAction,
+    Products,
+    Product,
+    Keys(&'static [&'static str]),
+}
+
+impl Shape {
+    /// The shape of an array's items: only `events` and `products` have one.
+    fn item(self) -> Shape {
+        match self {
+            Shape::Events => Shape::Event,
+            Shape::Products => Shape::Product,
+            _ => Shape::Any,
+        }
+    }
+
+    /// The shape of the value under `key`, or None when the mapping never reads it.
+    fn child(self, key: &str) -> Option<Shape> {
+        match self {
+            Shape::Any => Some(Shape::Any),
+            Shape::Batch => match key {
+                "events" => Some(Shape::Events),
+                "user_identities" => Some(Shape::Keys(&["customer_id", "customerid", "email"])),
+                "device_info" => Some(Shape::Keys(&[
+                    "platform",
+                    "ios_advertising_id",
+                    "android_advertising_id",
+                ])),
+                "integration_attributes" => Some(Shape::Keys(&["1022"])),
+                "consent_state"
+                | "mpid"
+                | "mp_deviceid"
+                | "source_request_id"
+                | "environment"
+                | "timestamp_unixtime_ms" => Some(Shape::Any),
+                _ => None,
+            },
+            Shape::Events => Some(Shape::Event),
+            Shape::Event => match key {
+                "event_type" => Some(Shape::Any),
+                "data" => Some(Shape::Data),
+                _ => None,
+            },
+            Shape::Data => match key {
+                "product_action" => Some(Shape::ProductAction),
+                "timestamp_unixtime_ms"
+                | "currency_code"
+                | "custom_attributes"
+                | "launch_referral"
+                | "launch_referrer"
+                | "source_message_id" => Some(Shape::Any),
+                _ => None,
+            },
+            Shape::ProductAction => match key {
+                "products" => Some(Shape::Products),
+                "action" | "transaction_id" | "total_amount" | "tax_amount" | "shipping_amount" => Some(Shape::Any),
+                _ => None,
+            },
+            Shape::Products => Some(Shape::Any),
+            Shape::Product => matches!(
+                key,
+                "id" | "name"
+                    | "brand"
+                    | "category"
+                    | "variant"
+                    | "price"
+                    | "quantity"
+                    | "total_product_amount"
+                    | "coupon_code"
+                    | "custom_attributes"
+            )
+            .then_some(Shape::Any),
+            Shape::Keys(keys) => keys.contains(&key).then_some(Shape::Any),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Shape {
+    type Value = Json<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json<'de>, D::Error> {
+        deserializer.deserialize_any(JsonVisitor(self))
+    }
+}
+
+struct JsonVisitor(Shape);
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Json<'de>, E> {
+        // With arbitrary_precision serde_json never hands over a float; refuse rather than round.
+        Err(E::custom("a binary float where an exact number was expected"))
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+        let item_shape = self.0.item();
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(item_shape)? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let Some(BorrowedText(first)) = map.next_key::<BorrowedText<'de>>()? else {
+            return Ok(Json::Object(Object::default()));
+        };
+        if first == NUMBER_TOKEN {
+            let text: Cow<'de, str> = map.next_value::<BorrowedText<'de>>()?.0;
+            return Ok(Json::Number(text));
+        }
+        // Where an array is expected, an object is built whole, to be rejected as it is.
+        let shape = if matches!(self.0, Shape::Events | Shape::Products) {
+            Shape::Any
+        } else {
+            self.0
+        };
+        let mut pairs = Vec::with_capacity(8);
+        let mut key = Some(first);
+        while let Some(k) = key {
+            match shape.child(&k) {
+                Some(child) => {
+                    let value = map.next_value_seed(child)?;
+                    pairs.push((k, value));
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            key = map.next_key::<BorrowedText<'de>>()?.map(|t| t.0);
+        }
+        Ok(Json::Object(Object(pairs)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Json<'de>, D::Error> {
+        Shape::Any.deserialize(deserializer)
+    }
+}
+
+/// A string that borrows from the input when it has no escapes (`Cow<str>` alone always copies).
+struct BorrowedText<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for BorrowedText<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = BorrowedText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedText(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedText(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
