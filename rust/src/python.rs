@@ -2,11 +2,16 @@
 
 use crate::config::TransformConfig as CoreConfig;
 use crate::errors::{ErrorKind, Rejection as CoreRejection};
-use crate::model::TransformResult as CoreResult;
+use crate::model::{
+    Attribution as CoreAttribution, ButtonRequest as CoreRequest, Skip as CoreSkip, TransformResult as CoreResult,
+};
 use crate::{currency, email, money, proto, transform};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pyclass_init::PyClassInitializer;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyString};
+use pyo3::PyClass;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -170,97 +175,113 @@ impl Skip {
     }
 }
 
+/// Python objects made on first access and then kept: many callers never look at skips or
+/// attributions, and building an object per event was a visible share of a transform.
+struct Lazy<R, P: PyClass> {
+    items: Vec<R>,
+    objects: PyOnceLock<Vec<Py<P>>>,
+}
+
+impl<R, P: PyClass + Into<PyClassInitializer<P>>> Lazy<R, P> {
+    fn new(items: Vec<R>) -> Self {
+        Lazy {
+            items,
+            objects: PyOnceLock::new(),
+        }
+    }
+
+    fn get(&self, py: Python<'_>, make: impl Fn(Python<'_>, &R) -> P) -> PyResult<Vec<Py<P>>> {
+        let objects = self
+            .objects
+            .get_or_try_init(py, || self.items.iter().map(|r| Py::new(py, make(py, r))).collect())?;
+        Ok(objects.iter().map(|o| o.clone_ref(py)).collect())
+    }
+}
+
 /// The outcome of one batch.
-#[pyclass(frozen, get_all, module = "button_sidecar._core")]
+#[pyclass(frozen, module = "button_sidecar._core")]
 pub struct TransformResult {
-    requests: Vec<Py<ButtonRequest>>,
-    rejections: Vec<Py<Rejection>>,
-    attributions: Vec<Py<Attribution>>,
-    skipped: Vec<Py<Skip>>,
+    requests: Lazy<CoreRequest, ButtonRequest>,
+    rejections: Lazy<CoreRejection, Rejection>,
+    attributions: Lazy<CoreAttribution, Attribution>,
+    skipped: Lazy<CoreSkip, Skip>,
+    #[pyo3(get)]
     event_count: usize,
+    #[pyo3(get)]
     user_keys: Vec<String>,
+    #[pyo3(get)]
     source_request_id: Option<String>,
+    #[pyo3(get)]
     environment: Option<String>,
+    #[pyo3(get)]
     filtered: Option<&'static str>,
 }
 
 #[pymethods]
 impl TransformResult {
+    #[getter]
+    fn requests(&self, py: Python<'_>) -> PyResult<Vec<Py<ButtonRequest>>> {
+        self.requests.get(py, |py, r| ButtonRequest {
+            kind: r.kind.as_str(),
+            method: r.method,
+            path: r.path.clone(),
+            body: r.body.as_ref().map(|b| PyBytes::new(py, b).unbind()),
+            order_id: r.order_id.clone(),
+            event_index: r.event_index,
+        })
+    }
+
+    #[getter]
+    fn rejections(&self, py: Python<'_>) -> PyResult<Vec<Py<Rejection>>> {
+        self.rejections.get(py, |_, r| Rejection {
+            event_index: r.event_index,
+            code: r.kind.code(),
+            field: r.field.clone(),
+            message: r.message.clone(),
+        })
+    }
+
+    #[getter]
+    fn attributions(&self, py: Python<'_>) -> PyResult<Vec<Py<Attribution>>> {
+        self.attributions.get(py, |_, a| Attribution {
+            user_keys: a.user_keys.clone(),
+            btn_ref: a.btn_ref.clone(),
+            timestamp_ms: a.timestamp_ms,
+        })
+    }
+
+    #[getter]
+    fn skipped(&self, py: Python<'_>) -> PyResult<Vec<Py<Skip>>> {
+        self.skipped.get(py, |_, s| Skip {
+            event_index: s.event_index,
+            reason: s.reason,
+        })
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "TransformResult(requests={}, rejections={}, attributions={}, skipped={}, filtered={:?})",
-            self.requests.len(),
-            self.rejections.len(),
-            self.attributions.len(),
-            self.skipped.len(),
+            self.requests.items.len(),
+            self.rejections.items.len(),
+            self.attributions.items.len(),
+            self.skipped.items.len(),
             self.filtered
         )
     }
 }
 
-fn to_python(py: Python<'_>, result: CoreResult) -> PyResult<TransformResult> {
-    let requests = result
-        .requests
-        .into_iter()
-        .map(|r| {
-            let request = ButtonRequest {
-                kind: r.kind.as_str(),
-                method: r.method,
-                path: r.path,
-                body: r.body.map(|b| PyBytes::new(py, &b).unbind()),
-                order_id: r.order_id,
-                event_index: r.event_index,
-            };
-            Py::new(py, request)
-        })
-        .collect::<PyResult<_>>()?;
-    let rejections = result
-        .rejections
-        .into_iter()
-        .map(|r| {
-            let rejection = Rejection {
-                event_index: r.event_index,
-                code: r.kind.code(),
-                field: r.field,
-                message: r.message,
-            };
-            Py::new(py, rejection)
-        })
-        .collect::<PyResult<_>>()?;
-    let attributions = result
-        .attributions
-        .into_iter()
-        .map(|a| {
-            let attribution = Attribution {
-                user_keys: a.user_keys,
-                btn_ref: a.btn_ref,
-                timestamp_ms: a.timestamp_ms,
-            };
-            Py::new(py, attribution)
-        })
-        .collect::<PyResult<_>>()?;
-    let skipped = result
-        .skipped
-        .into_iter()
-        .map(|s| {
-            let skip = Skip {
-                event_index: s.event_index,
-                reason: s.reason,
-            };
-            Py::new(py, skip)
-        })
-        .collect::<PyResult<_>>()?;
-    Ok(TransformResult {
-        requests,
-        rejections,
-        attributions,
-        skipped,
+fn to_python(result: CoreResult) -> TransformResult {
+    TransformResult {
+        requests: Lazy::new(result.requests),
+        rejections: Lazy::new(result.rejections),
+        attributions: Lazy::new(result.attributions),
+        skipped: Lazy::new(result.skipped),
         event_count: result.event_count,
         user_keys: result.user_keys,
         source_request_id: result.source_request_id,
         environment: result.environment,
         filtered: result.filtered,
-    })
+    }
 }
 
 /// The raw batch bytes, or why the text cannot be read as UTF-8 (e.g. lone surrogates).
@@ -416,7 +437,7 @@ impl Transformer {
             .unwrap_or_else(|_| Some(vec![internal_error()]))
         });
         let results = results.ok_or_else(|| PyValueError::new_err("not a valid IngestBulkRequest protobuf message"))?;
-        results.into_iter().map(|r| to_python(py, r)).collect()
+        Ok(results.into_iter().map(to_python).collect())
     }
 
     /// Many batches at once, in order; the work runs with the GIL released.
@@ -432,7 +453,7 @@ impl Transformer {
         let received = received_at_ms.unwrap_or_else(now_ms);
         let results: Vec<CoreResult> =
             py.detach(|| inputs.iter().map(|i| run(config, Form::Json, i, received)).collect());
-        results.into_iter().map(|r| to_python(py, r)).collect()
+        Ok(results.into_iter().map(to_python).collect())
     }
 }
 
@@ -448,7 +469,7 @@ impl Transformer {
         let config = &self.config.get().inner;
         let received = received_at_ms.unwrap_or_else(now_ms);
         let result = py.detach(|| run(config, form, &input, received));
-        to_python(py, result)
+        Ok(to_python(result))
     }
 }
 
