@@ -9,6 +9,7 @@
 //! expects, it is built whole, so the mapping sees (and rejects) exactly what was sent.
 
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -95,7 +96,11 @@ impl<'a> Json<'a> {
 /// Which fields of a batch are built (the rest is only scanned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
+    /// Built whole.
     Any,
+    /// A value the mapping reads as a string or number: taken from its raw text, so a number keeps
+    /// exactly the digits it was written with and an unescaped string is borrowed as it is.
+    Scalar,
     Batch,
     Events,
     Event,
@@ -103,6 +108,9 @@ enum Shape {
     ProductAction,
     Products,
     Product,
+    /// An object of scalars (attributes).
+    Scalars,
+    /// An object of which only these keys are read, each a scalar.
     Keys(&'static [&'static str]),
 }
 
@@ -119,7 +127,8 @@ impl Shape {
     /// The shape of the value under `key`, or None when the mapping never reads it.
     fn child(self, key: &str) -> Option<Shape> {
         match self {
-            Shape::Any => Some(Shape::Any),
+            Shape::Any | Shape::Products | Shape::Events => Some(Shape::Any),
+            Shape::Scalar | Shape::Scalars => Some(Shape::Scalar),
             Shape::Batch => match key {
                 "events" => Some(Shape::Events),
                 "user_identities" => Some(Shape::Keys(&["customer_id", "customerid", "email"])),
@@ -129,50 +138,50 @@ impl Shape {
                     "android_advertising_id",
                 ])),
                 "integration_attributes" => Some(Shape::Keys(&["1022"])),
-                "consent_state"
-                | "mpid"
-                | "mp_deviceid"
-                | "source_request_id"
-                | "environment"
-                | "timestamp_unixtime_ms" => Some(Shape::Any),
+                "consent_state" => Some(Shape::Any),
+                "mpid" | "mp_deviceid" | "source_request_id" | "environment" | "timestamp_unixtime_ms" => {
+                    Some(Shape::Scalar)
+                }
                 _ => None,
             },
-            Shape::Events => Some(Shape::Event),
             Shape::Event => match key {
-                "event_type" => Some(Shape::Any),
+                "event_type" => Some(Shape::Scalar),
                 "data" => Some(Shape::Data),
                 _ => None,
             },
             Shape::Data => match key {
                 "product_action" => Some(Shape::ProductAction),
+                "custom_attributes" => Some(Shape::Scalars),
                 "timestamp_unixtime_ms"
                 | "currency_code"
-                | "custom_attributes"
                 | "launch_referral"
                 | "launch_referrer"
-                | "source_message_id" => Some(Shape::Any),
+                | "source_message_id" => Some(Shape::Scalar),
                 _ => None,
             },
             Shape::ProductAction => match key {
                 "products" => Some(Shape::Products),
-                "action" | "transaction_id" | "total_amount" | "tax_amount" | "shipping_amount" => Some(Shape::Any),
+                "action" | "transaction_id" | "total_amount" | "tax_amount" | "shipping_amount" => Some(Shape::Scalar),
                 _ => None,
             },
-            Shape::Products => Some(Shape::Any),
-            Shape::Product => matches!(
-                key,
-                "id" | "name"
-                    | "brand"
-                    | "category"
-                    | "variant"
-                    | "price"
-                    | "quantity"
-                    | "total_product_amount"
-                    | "coupon_code"
-                    | "custom_attributes"
-            )
-            .then_some(Shape::Any),
-            Shape::Keys(keys) => keys.contains(&key).then_some(Shape::Any),
+            Shape::Product => match key {
+                "custom_attributes" => Some(Shape::Scalars),
+                "id"
+                | "name"
+                | "brand"
+                | "category"
+                | "variant"
+                | "price"
+                | "quantity"
+                | "total_product_amount"
+                | "coupon_code" => Some(Shape::Scalar),
+                _ => None,
+            },
+            // The 1022 attribute is an object of scalars or a bare string.
+            Shape::Keys(keys) => {
+                keys.contains(&key)
+                    .then_some(if key == "1022" { Shape::Scalars } else { Shape::Scalar })
+            }
         }
     }
 }
@@ -181,7 +190,25 @@ impl<'de> DeserializeSeed<'de> for Shape {
     type Value = Json<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json<'de>, D::Error> {
+        if self == Shape::Scalar {
+            let raw = <&'de RawValue>::deserialize(deserializer)?;
+            return Json::from_raw(raw.get()).map_err(de::Error::custom);
+        }
         deserializer.deserialize_any(JsonVisitor(self))
+    }
+}
+
+impl<'a> Json<'a> {
+    /// A value from its raw JSON text (already checked for syntax by the enclosing parse).
+    fn from_raw(text: &'a str) -> serde_json::Result<Json<'a>> {
+        let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+        match text.as_bytes().first() {
+            Some(b'"') if !text.contains('\\') => Ok(Json::String(Cow::Borrowed(&text[1..text.len() - 1]))),
+            Some(b'"') => Ok(Json::String(Cow::Owned(serde_json::from_str::<String>(text)?))),
+            Some(b'-' | b'0'..=b'9') => Ok(Json::Number(Cow::Borrowed(text))),
+            // Literals, and containers where a scalar was expected (built whole, to be ignored or rejected).
+            _ => serde_json::from_str(text),
+        }
     }
 }
 
