@@ -3,6 +3,8 @@
 SHELL := /bin/bash
 
 VENV ?= .venv
+# Debian packages (redis-server for the tests) need root; use sudo when not root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-stamp
 export VIRTUAL_ENV := $(abspath $(VENV))
@@ -36,6 +38,10 @@ build: $(DEPS_STAMP) $(PROTO_STAMP)
 	rm -f python/button_sidecar/_core*.so
 	maturin develop --release --quiet
 
+.PHONY: run ## build, then serve with the embedded defaults
+run: build
+	$(VENV)/bin/button-sidecar serve
+
 .PHONY: lint-rust ## rustfmt check and clippy with warnings denied
 lint-rust:
 	cargo fmt --check
@@ -55,8 +61,13 @@ lint: lint-rust lint-python
 test-rust:
 	cargo test --quiet
 
+.PHONY: redis-server-installed ## install Debian's redis-server (the tests start their own) when it is missing
+redis-server-installed:
+	command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends redis-server; }
+
 .PHONY: test-python ## pytest against the built extension
-test-python: build
+test-python: build redis-server-installed
 	$(PY) -m pytest -q
 
 FUZZ_SECS ?= 60
@@ -84,6 +95,14 @@ format: $(DEPS_STAMP)
 	cargo fmt
 	ruff format python tests benches fuzz
 	ruff check --fix python tests benches fuzz
+
+.PHONY: bench ## every benchmark at full size against the release build (~15 min on 2 cores): table, var/bench/
+bench: build
+	$(PY) -m benches.run
+
+.PHONY: bench-quick ## the benchmarks at smoke-test sizes (BENCH_QUICK=1, under 3 min)
+bench-quick: build
+	BENCH_QUICK=1 $(PY) -m benches.run
 
 .PHONY: clean ## remove build products and the virtual environment
 clean:

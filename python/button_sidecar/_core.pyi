@@ -13,10 +13,10 @@ __all__ = [
     "TransformResult",
     "Transformer",
     "__version__",
+    "_parse_floor",
     "build_profile",
     "hash_email",
     "to_minor_units",
-    "_parse_floor",
 ]
 __version__: str
 build_profile: str

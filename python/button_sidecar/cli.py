@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import grpc  # type: ignore[import-untyped]
+from google.protobuf import json_format  # type: ignore[import-untyped]
+from google.protobuf.message import Message  # type: ignore[import-untyped]
+
+from button_sidecar.config import ConfigError, load_config
+from button_sidecar.pipeline import OutboxLocked
 from button_sidecar.sandbox import FaultConfig, SandboxConfig, SandboxServer
+from button_sidecar.server import StartupError, serve
+from button_sidecar.server.client import SidecarClient, TlsFiles, client_target
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _DEFAULT_SANDBOX_API_KEY = "sk-sandbox"
@@ -26,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turns mParticle batches into Button API orders and delivers them reliably.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(subparsers)
+    _add_send(subparsers)
+    _add_dlq(subparsers)
+    _add_status(subparsers)
     _add_sandbox(subparsers)
     return parser
 
@@ -33,7 +47,240 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command: Callable[[argparse.Namespace], int] = args.func
-    return command(args)
+    try:
+        return command(args)
+    except ConfigError as error:
+        print(f"button-sidecar: invalid configuration: {error}", file=sys.stderr)
+        return 2
+
+
+def _config_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML configuration file; environment variables override it, flags override both",
+    )
+    return options
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+# -- serve ----------------------------------------------------------------------------------------------
+
+
+def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        parents=[_config_options()],
+        help="run the sidecar: gRPC ingest, durable outbox, delivery to Button",
+        description=(
+            "Serve gRPC, queue what comes in durably under the state directory and deliver it to Button. "
+            "Without BUTTON_API_KEY it delivers to an embedded Button sandbox instead, and says so. "
+            "The first line on stdout is 'Sidecar listening on ADDRESS'. SIGTERM or SIGINT drains: "
+            "NOT_SERVING, new calls refused, in-flight deliveries finish up to delivery.shutdown_deadline_secs, "
+            "the rest stays queued for the next start."
+        ),
+    )
+    parser.add_argument("--grpc-listen", metavar="ADDRESS", help="host:port or unix:/path (setting grpc.listen)")
+    parser.add_argument("--state-dir", metavar="DIR", help="outbox and ledger directory (state_dir)")
+    parser.add_argument("--log-level", choices=_LOG_LEVELS, help="log level on stderr (log_level)")
+    parser.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = load_config(
+        args.config,
+        overrides={"grpc.listen": args.grpc_listen, "state_dir": args.state_dir, "log_level": args.log_level},
+    )
+    _logging(config.log_level)
+    try:
+        asyncio.run(serve(config, lambda address: print(f"Sidecar listening on {address}", flush=True)))
+    except (StartupError, OutboxLocked) as error:
+        print(f"button-sidecar serve: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- client commands ------------------------------------------------------------------------------------
+
+
+def _client_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False, parents=[_config_options()])
+    connection = options.add_argument_group("connection (the token comes from grpc.auth_token)")
+    connection.add_argument(
+        "--target", metavar="ADDRESS", help="the sidecar's address (default: grpc.listen of the configuration)"
+    )
+    connection.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default: %(default)s)")
+    connection.add_argument("--ca-file", type=Path, metavar="PEM", help="connect with TLS, trusting this CA")
+    connection.add_argument("--cert-file", type=Path, metavar="PEM", help="client certificate, for mutual TLS")
+    connection.add_argument("--key-file", type=Path, metavar="PEM", help="private key of --cert-file")
+    return options
+
+
+def _client(args: argparse.Namespace) -> SidecarClient:
+    config = load_config(args.config)
+    if (args.cert_file is None) != (args.key_file is None) or (args.cert_file is not None and args.ca_file is None):
+        raise ConfigError("--cert-file: goes with --key-file and --ca-file")
+    tls = None if args.ca_file is None else TlsFiles(args.ca_file, args.cert_file, args.key_file)
+    try:
+        return SidecarClient(
+            args.target or client_target(config.grpc.listen),
+            token=config.grpc.auth_token,
+            tls=tls,
+            timeout_secs=args.timeout,
+        )
+    except OSError as error:
+        raise ConfigError(f"{error.filename}: cannot read it: {error.strerror}") from None
+
+
+def _as_dict(message: Message) -> dict[str, object]:
+    as_dict: dict[str, object] = json_format.MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        unquote_int64_if_possible=True,
+    )
+    return as_dict
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _call_failed(command: str, error: grpc.RpcError) -> int:
+    print(f"button-sidecar {command}: error: {error.code().name}: {error.details()}", file=sys.stderr)
+    return 1
+
+
+# -- send -----------------------------------------------------------------------------------------------
+
+
+def _add_send(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "send",
+        parents=[_client_options()],
+        help="send mParticle JSON batches to a running sidecar",
+        description=(
+            "Send each FILE (one mParticle Events API batch as JSON) to a running sidecar over gRPC and print "
+            "the response as JSON: Ingest for one file, IngestBulk (queued all or none) for several."
+        ),
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="a JSON batch")
+    parser.set_defaults(func=cmd_send)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    try:
+        raws = [path.read_bytes() for path in args.files]
+    except OSError as error:
+        print(f"button-sidecar send: error: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+        return 1
+    with _client(args) as client:
+        try:
+            response = client.ingest(raws[0]) if len(raws) == 1 else client.ingest_bulk(raws)
+        except grpc.RpcError as error:
+            return _call_failed("send", error)
+    _print_json(_as_dict(response))
+    return 0
+
+
+# -- dlq ------------------------------------------------------------------------------------------------
+
+
+def _add_dlq(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "dlq",
+        help="list or retry dead letters",
+        description="Dead letters: requests Button refused for good, or that kept failing past the retry limits.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser(
+        "list",
+        parents=[_client_options()],
+        help="list dead letters, oldest first",
+        description="List dead letters, oldest first: id, order, kind, reason, last HTTP status, attempts, message.",
+    )
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=cmd_dlq_list)
+    retry = actions.add_parser(
+        "retry",
+        parents=[_client_options()],
+        help="queue dead letters for delivery again",
+        description="Queue dead letters for delivery again, with their attempts reset.",
+    )
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("ids", nargs="*", type=int, default=[], metavar="ID", help="dead letter ids (see dlq list)")
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    retry.set_defaults(func=cmd_dlq_retry)
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        try:
+            dead_letters = client.dead_letters(args.limit)
+        except grpc.RpcError as error:
+            return _call_failed("dlq list", error)
+    if args.json:
+        _print_json([_as_dict(dead) for dead in dead_letters])
+        return 0
+    if not dead_letters:
+        print("No dead letters.")
+    for dead in dead_letters:
+        print(
+            f"{dead.id}\t{dead.order_id or '-'}\t{dead.kind}\t{dead.reason}\tHTTP {dead.last_status or '-'}\t"
+            f"{dead.attempts} attempt(s)\t{dead.last_response}"
+        )
+    return 0
+
+
+def cmd_dlq_retry(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        try:
+            replayed = client.replay(None if args.all else args.ids)
+        except grpc.RpcError as error:
+            return _call_failed("dlq retry", error)
+    print(f"Queued {replayed} dead letter(s) for delivery again.")
+    return 0
+
+
+# -- status ---------------------------------------------------------------------------------------------
+
+
+def _add_status(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        parents=[_client_options()],
+        help="show queue depth, deliveries, dead letters and Button reachability",
+        description="Ask a running sidecar for its queue depth, deliveries, dead letters and Button reachability.",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        try:
+            stats = client.stats()
+        except grpc.RpcError as error:
+            return _call_failed("status", error)
+    if args.json:
+        _print_json(_as_dict(stats))
+        return 0
+    reachable = "reachable" if stats.button_reachable else "NOT reachable"
+    print(f"Queue depth:      {stats.queue_depth} (oldest {stats.oldest_age_seconds:.1f} s)")
+    print(f"Delivered:        {stats.delivered}")
+    print(f"Dead letters:     {stats.dead_letters}")
+    print(f"Duplicates:       {stats.duplicates}")
+    print(f"Received batches: {stats.received_batches}")
+    print(f"Button:           {reachable} at {stats.button_base_url}")
+    return 0
 
 
 # -- sandbox --------------------------------------------------------------------------------------------
@@ -145,9 +392,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"button-sidecar sandbox: error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _logging(args.log_level)
     try:
         asyncio.run(_run_sandbox(config))
     except OSError as error:

@@ -36,9 +36,12 @@ def settings(state_dir: Path, sandbox: Sandbox, **changes: Any) -> PipelineSetti
 
 @asynccontextmanager
 async def running(
-    config: PipelineSettings, registry: CollectorRegistry | None = None, stop_deadline_secs: float = 5.0
+    config: PipelineSettings,
+    registry: CollectorRegistry | None = None,
+    stop_deadline_secs: float = 5.0,
+    transform: TransformConfig | None = None,
 ) -> AsyncIterator[Pipeline]:
-    pipeline = Pipeline(config, Transformer(TransformConfig()), registry=registry)
+    pipeline = Pipeline(config, Transformer(transform or TransformConfig()), registry=registry)
     await pipeline.start()
     try:
         yield pipeline

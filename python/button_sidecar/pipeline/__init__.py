@@ -2,39 +2,52 @@
 
 `Pipeline` is the facade the servers and the CLI use. Layers, dependencies pointing one way:
 `outbox` (durable per-key FIFO queue) and `worker` (the driver) know nothing of Button; `button/` holds the
-Button client, answer classification and refund resolution; `ledger` remembers the orders Button holds.
+Button client, answer classification and refund resolution; `ledger` remembers the orders Button holds and
+`attribution` the tokens deep links taught, both in SQLite or (`redis_store`) shared in Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry
 
 from button_sidecar import Transformer, TransformResult
+from button_sidecar.pipeline.attribution import AttributionStore, SqliteAttributionStore, StoredAttribution
 from button_sidecar.pipeline.button import ButtonClient, ButtonDeliveryService
 from button_sidecar.pipeline.ingest import (
     AttributionLookup,
     IngestResult,
-    PlannedBatch,
     QueuedRequest,
+    filter_reason,
     ingest_result,
     plan_batch,
+    wants_attribution,
 )
 from button_sidecar.pipeline.ledger import LedgerOrder, OrderLedger, SqliteOrderLedger
 from button_sidecar.pipeline.outbox import Outbox, OutboxFull, OutboxLocked
 from button_sidecar.pipeline.records import DeadLetter, KeyStatus, OutboxStats
+from button_sidecar.pipeline.redis_store import RedisAttributionStore, RedisOrderLedger, StoreUnavailable
 from button_sidecar.pipeline.retry import RetryPolicy
-from button_sidecar.pipeline.settings import PipelineSettings
+from button_sidecar.pipeline.settings import ForwardEnvironments, PipelineSettings, StoreBackend
 from button_sidecar.pipeline.worker import DeliveryWorker
-from button_sidecar.telemetry.metrics import DUPLICATE_BATCH, DUPLICATE_ORDER, SidecarMetrics
+from button_sidecar.telemetry.metrics import (
+    ATTRIBUTION_FOUND,
+    ATTRIBUTION_NOT_FOUND,
+    DUPLICATE_BATCH,
+    DUPLICATE_ORDER,
+    SidecarMetrics,
+)
 
 __all__ = [
     "AttributionLookup",
+    "AttributionStore",
     "DeadLetter",
+    "ForwardEnvironments",
     "IngestResult",
     "KeyStatus",
     "LedgerOrder",
@@ -47,9 +60,34 @@ __all__ = [
     "PipelineSettings",
     "QueuedRequest",
     "RetryPolicy",
+    "StoreBackend",
+    "StoreUnavailable",
+    "StoredAttribution",
 ]
 
 logger = logging.getLogger(__name__)
+
+# Expired attributions are deleted at most this often (lazily, on ingest); lookups ignore them meanwhile.
+_PURGE_INTERVAL_SECS = 600.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _default_ledger(settings: PipelineSettings) -> OrderLedger:
+    if settings.store_backend == "redis":
+        assert settings.redis_url is not None  # PipelineSettings requires it with this backend
+        return RedisOrderLedger(settings.redis_url, settings.redis_key_prefix)
+    return SqliteOrderLedger(settings.state_dir)
+
+
+def _default_attribution_store(settings: PipelineSettings) -> AttributionStore:
+    window_ms = int(settings.attribution_window_secs * 1000)
+    if settings.store_backend == "redis":
+        assert settings.redis_url is not None  # PipelineSettings requires it with this backend
+        return RedisAttributionStore(settings.redis_url, settings.redis_key_prefix, window_ms)
+    return SqliteAttributionStore(settings.state_dir, window_ms)
 
 
 class PipelineClosed(RuntimeError):
@@ -70,14 +108,20 @@ class Pipeline:
       `retry.max_age_secs`; it then becomes a dead letter, as does any other 4xx at once (with Button's
       message) and a refund of an order unknown to the ledger and to Button. Dead letters are kept until
       purged and can be replayed.
-    - Dropped on purpose, and counted: batches filtered by consent, repeats of a `source_request_id` seen
-      within `dedupe_window_secs`, and creates of orders already in the ledger or the outbox.
+    - Dropped on purpose, and counted: batches filtered by consent or by `forward_environments`, repeats of a
+      `source_request_id` seen within `dedupe_window_secs`, creates of orders already in the ledger or the
+      outbox, and app events without a Button application id (they cannot be authenticated).
     - When the outbox is full, `ingest` raises `OutboxFull` (or waits, with `when_full="block"`); nothing
       accepted earlier is dropped.
 
-    `attribution_lookup` is the hook of the attribution store: for a create without a `btn_ref` of its own
-    it is awaited with the batch user's keys and may return the token to credit. None (the default) leaves
-    such orders without a token.
+    Attribution: the tokens a batch teaches (deep links) are written to the attribution store for the batch
+    user's keys before the next batch of the same call is planned, and a create without a `btn_ref` of its
+    own takes the newest token of any of its batch's keys whose deep link is less than
+    `attribution_window_secs` older than the batch's receive time (`received_at_ms`, default now). With
+    `store_backend="redis"` the store and the order ledger are shared by every sidecar on that Redis, so the
+    deep link, the purchase and its refunds may reach different hosts.
+    `attribution_lookup`, when given, replaces the store's lookup for creates (awaited with the batch
+    user's keys, it returns the token to credit or None); tokens are still remembered in the store.
     """
 
     def __init__(
@@ -87,13 +131,18 @@ class Pipeline:
         *,
         registry: CollectorRegistry | None = None,
         ledger: OrderLedger | None = None,
+        attribution_store: AttributionStore | None = None,
         attribution_lookup: AttributionLookup | None = None,
     ) -> None:
         self.settings = settings
         self.attribution_lookup = attribution_lookup
         self.metrics = SidecarMetrics(registry if registry is not None else CollectorRegistry())
         self._transformer = transformer
-        self._ledger: OrderLedger = ledger if ledger is not None else SqliteOrderLedger(settings.state_dir)
+        self._ledger = ledger if ledger is not None else _default_ledger(settings)
+        self._attributions = (
+            attribution_store if attribution_store is not None else _default_attribution_store(settings)
+        )
+        self._last_purge = float("-inf")
         self._outbox = Outbox(
             settings.state_dir,
             max_rows=settings.max_queue_rows,
@@ -105,6 +154,7 @@ class Pipeline:
         self._client = ButtonClient(
             settings.button_base_url,
             settings.api_key,
+            app_base_url=settings.app_base_url,
             max_connections=settings.concurrency,
             timeout_secs=settings.request_timeout_secs,
             metrics=self.metrics,
@@ -125,17 +175,20 @@ class Pipeline:
         return self.metrics.registry
 
     async def start(self) -> None:
-        """Open the outbox and ledger, queue again what a crash left in flight, and start delivering."""
+        """Open the outbox, ledger and attribution store, queue again what a crash left in flight, and start
+        delivering. Raises `StoreUnavailable` when the Redis backend does not answer."""
         requeued = await self._outbox.open()
         if requeued:
             logger.info("Queued again %d request(s) left in flight by the previous run.", requeued)
         try:
             await self._ledger.open()
+            await self._attributions.open()
             await self._client.start()
         except BaseException:
             # Release the state directory lock, so a corrected start can take it.
             await self._outbox.close()
             await self._ledger.close()
+            await self._attributions.close()
             raise
         self._worker.start()
         self._running = True
@@ -153,28 +206,33 @@ class Pipeline:
         await self._client.close()
         await self._outbox.close()
         await self._ledger.close()
+        await self._attributions.close()
 
     async def ingest(self, raw: bytes | str, received_at_ms: int | None = None) -> IngestResult:
         """Map one mParticle batch (JSON) and queue its requests durably.
 
-        Raises `OutboxFull` when there is no room (nothing of the batch was queued then).
+        `received_at_ms` (default: now) stands in for missing event timestamps and is the "now" of the
+        attribution window. Raises `OutboxFull` when there is no room, `StoreUnavailable` when the Redis
+        backend does not answer (nothing of the batch was queued then; tokens it taught may be remembered).
         """
         with self._admitted():
             # The Rust core releases the GIL, so mapping in a thread leaves the event loop free.
             result = await asyncio.to_thread(self._transformer.transform_json, raw, received_at_ms)
-            return (await self._accept([result]))[0]
+            return (await self._accept([result], received_at_ms))[0]
 
     async def ingest_many(self, raws: Sequence[bytes | str], received_at_ms: int | None = None) -> list[IngestResult]:
         """`ingest` for many batches (mapped in parallel in Rust), queued in one transaction: all or none."""
         with self._admitted():
             results = await asyncio.to_thread(self._transformer.transform_many, raws, received_at_ms)
-            return await self._accept(results)
+            return await self._accept(results, received_at_ms)
 
-    async def ingest_results(self, results: Sequence[TransformResult]) -> list[IngestResult]:
+    async def ingest_results(
+        self, results: Sequence[TransformResult], received_at_ms: int | None = None
+    ) -> list[IngestResult]:
         """Queue batches the caller already mapped (the gRPC server maps protobuf bytes in Rust), in one
-        transaction: all or none. Raises `OutboxFull` like `ingest`."""
+        transaction: all or none. Raises like `ingest`."""
         with self._admitted():
-            return await self._accept(results)
+            return await self._accept(results, received_at_ms)
 
     @contextmanager
     def _admitted(self) -> Iterator[None]:
@@ -188,12 +246,32 @@ class Pipeline:
             self._ingesting -= 1
             self._ingests_done.set()
 
-    async def _accept(self, results: Sequence[TransformResult]) -> list[IngestResult]:
+    async def _accept(self, results: Sequence[TransformResult], received_at_ms: int | None) -> list[IngestResult]:
+        now_ms = received_at_ms if received_at_ms is not None else _now_ms()
+        lookup = self.attribution_lookup or (lambda keys: self._stored_btn_ref(keys, now_ms))
+        decided: list[tuple[TransformResult, str | None, str | None]] = []
         for result in results:
             self.metrics.received_events.inc(result.event_count)
+            filtered = filter_reason(result, self.settings.forward_environments)
+            stored_btn_ref = None
+            if filtered is None:
+                if wants_attribution(result):
+                    stored_btn_ref = await lookup(result.user_keys)
+                # Remembered before the next batch is looked up, so a deep link credits purchases in later
+                # batches of the same call; purchases of its own batch follow the core's rule (a link at or
+                # before them). Idempotent, so a batch refused below (outbox full) and sent again does no harm.
+                for attribution in result.attributions:
+                    await self._attributions.remember(
+                        attribution.user_keys, attribution.btn_ref, attribution.timestamp_ms
+                    )
+                    self.metrics.attributions_remembered.inc()
+            decided.append((result, filtered, stored_btn_ref))
+        await self._purge_expired_attributions()
+        # Asked last, right before the outbox write: a create whose earlier copy finishes delivery between the
+        # two is queued again (Button answers 409 and it counts as delivered), so that gap is kept short.
         creates = {r.order_id for result in results for r in result.requests if r.kind == "create_order"}
         in_ledger = await self._ledger.known(creates)
-        plans: list[PlannedBatch] = [await plan_batch(result, in_ledger, self.attribution_lookup) for result in results]
+        plans = [plan_batch(result, in_ledger, filtered, btn_ref) for result, filtered, btn_ref in decided]
         enqueued = await self._outbox.enqueue_many([(plan.items, plan.result.source_request_id) for plan in plans])
         ingested = [ingest_result(plan, outcome) for plan, outcome in zip(plans, enqueued, strict=True)]
         for outcome in ingested:
@@ -203,7 +281,30 @@ class Pipeline:
                 self.metrics.duplicates.labels(kind=DUPLICATE_BATCH).inc()
             else:
                 self.metrics.duplicates.labels(kind=DUPLICATE_ORDER).inc(outcome.duplicate)
+                if outcome.filtered is not None:
+                    self.metrics.filtered_batches.labels(reason=outcome.filtered).inc()
         return ingested
+
+    async def _stored_btn_ref(self, keys: Sequence[str], now_ms: int) -> str | None:
+        found = await self._attributions.lookup(keys, now_ms)
+        self.metrics.attribution_lookups.labels(
+            result=ATTRIBUTION_NOT_FOUND if found is None else ATTRIBUTION_FOUND
+        ).inc()
+        return None if found is None else found.btn_ref
+
+    async def _purge_expired_attributions(self) -> None:
+        if time.monotonic() - self._last_purge < _PURGE_INTERVAL_SECS:
+            return
+        self._last_purge = time.monotonic()
+        purged = await self._attributions.purge(_now_ms())
+        if purged:
+            logger.debug("Deleted %d expired attribution(s).", purged)
+
+    async def current_attribution(self, user_key: str) -> StoredAttribution | None:
+        """The token a purchase of `user_key` (e.g. `mpid:8675309`, `customer_id:c-42`) without one of its own
+        would be credited with now: the store's newest inside the attribution window, or None. The
+        `attribution_lookup` hook, if any, is not consulted."""
+        return await self._attributions.lookup([user_key], _now_ms())
 
     async def order_status(self, order_id: str) -> KeyStatus | None:
         """The delivery state of an order id: queued, in_flight, delivered or dead; None if never seen."""

@@ -1,4 +1,4 @@
-"""From a transformed batch to outbox items: duplicate creates, the attribution hook, and the result."""
+"""From a transformed batch to outbox items: filters, duplicate creates, the attribution lookup, and the result."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import orjson
 
 from button_sidecar import Attribution, ButtonRequest, Rejection, TransformResult
+from button_sidecar.pipeline.button import APP_KINDS, application_id_of
 from button_sidecar.pipeline.records import EnqueueResult, OutboxItem
+from button_sidecar.pipeline.settings import ForwardEnvironments
 
 AttributionLookup = Callable[[Sequence[str]], Awaitable[str | None]]
 """Given a batch user's keys (`mpid:...`, `customer_id:...`, `idfa:...`), the `btn_ref` to credit an order
@@ -34,9 +36,11 @@ class IngestResult:
     accepted: int
     """Requests written to the outbox (`len(queued)`)."""
     skipped: int
-    """Events understood but not mapped to a request (e.g. unsupported event types); not errors."""
+    """Events understood but not mapped to a request (e.g. unsupported event types, or an app event of a
+    platform without a Button application id); not errors."""
     filtered: str | None
-    """Why consent filtered the whole batch (`gdpr_consent`, `ccpa_opt_out`); None when it was not."""
+    """Why the whole batch was dropped: consent (`gdpr_consent`, `ccpa_opt_out`) or its environment is not
+    forwarded (`environment`); None when it was not. A filtered batch queues nothing and teaches no token."""
     duplicate: int
     """Requests not queued because they repeat earlier input: order creates already in the ledger or
     the outbox, or every request of a batch whose `source_request_id` was seen within the window."""
@@ -46,41 +50,79 @@ class IngestResult:
     """Bad events (or the whole payload, event_index -1), each with code, field and message."""
     queued: tuple[QueuedRequest, ...]
     attributions: tuple[Attribution, ...]
-    """btn_ref tokens the batch taught (for the attribution store)."""
+    """btn_ref tokens the batch taught, now in the attribution store."""
     source_request_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class PlannedBatch:
-    """A transformed batch, decided on: what to enqueue, and which creates are repeats."""
+    """A transformed batch, decided on: what to enqueue, which creates are repeats, what it taught."""
 
     result: TransformResult
     requests: tuple[ButtonRequest, ...]
     """The requests offered to the outbox, parallel to `items`."""
     items: tuple[OutboxItem, ...]
     ledger_duplicates: int
+    skipped: int
+    filtered: str | None
+    attributions: tuple[Attribution, ...]
+    """What to remember in the attribution store (nothing when the batch is filtered)."""
 
 
-async def plan_batch(
-    result: TransformResult, in_ledger: Collection[str], attribution_lookup: AttributionLookup | None
+def filter_reason(result: TransformResult, forward_environments: ForwardEnvironments) -> str | None:
+    """Why the whole batch is dropped: consent (decided by the core), else an environment not forwarded.
+
+    mParticle sends `development` or `production` (matched ignoring case and surrounding white space);
+    anything else, and no environment, counts as production, as mParticle does.
+    """
+    if result.filtered is not None:
+        return result.filtered
+    environment = "development" if (result.environment or "").strip().lower() == "development" else "production"
+    if forward_environments not in ("both", environment):
+        return "environment"
+    return None
+
+
+def wants_attribution(result: TransformResult) -> bool:
+    """Whether the batch has user keys and a create without a `btn_ref` of its own, i.e. a token to look up."""
+    return bool(result.user_keys) and any(
+        request.kind == "create_order" and request.body is not None and "btn_ref" not in orjson.loads(request.body)
+        for request in result.requests
+    )
+
+
+def plan_batch(
+    result: TransformResult, in_ledger: Collection[str], filtered: str | None, stored_btn_ref: str | None
 ) -> PlannedBatch:
     """Drop creates of orders already in the ledger and turn the rest into outbox items.
 
     Each create carries its order id as dedupe key, so the outbox skips it while a create of the same order
     is still pending (also one earlier in the same batch). Requests of one order share its order id as
-    ordering key; activity and app events have none, so they never wait for each other.
+    ordering key; activity and app events have none, so they never wait for each other. A create without a
+    `btn_ref` of its own gets `stored_btn_ref` (the attribution store's token for the batch's user keys).
+    An app event or activity without an `application_id` cannot be authenticated at Button, so it is
+    counted as skipped, as the core does for activity of a platform without an application id.
     """
+    skipped = len(result.skipped)
+    if filtered is not None:
+        return PlannedBatch(result, (), (), 0, skipped, filtered, ())
     requests: list[ButtonRequest] = []
     items: list[OutboxItem] = []
     ledger_duplicates = 0
-    for request in result.requests:  # none when consent filtered the batch
+    for request in result.requests:
         is_create = request.kind == "create_order"
         if is_create and request.order_id in in_ledger:
             ledger_duplicates += 1
             continue
+        if request.kind in APP_KINDS and application_id_of(request.body) is None:
+            skipped += 1
+            continue
         body = request.body
-        if is_create and body is not None and attribution_lookup is not None:
-            body = await _with_attribution(body, result.user_keys, attribution_lookup)
+        if is_create and body is not None and stored_btn_ref is not None:
+            order = orjson.loads(body)
+            if "btn_ref" not in order:
+                order["btn_ref"] = stored_btn_ref
+                body = orjson.dumps(order)
         requests.append(request)
         items.append(
             OutboxItem(
@@ -92,25 +134,16 @@ async def plan_batch(
                 dedupe_key=request.order_id if is_create else None,
             )
         )
-    return PlannedBatch(result, tuple(requests), tuple(items), ledger_duplicates)
-
-
-async def _with_attribution(body: bytes, user_keys: Sequence[str], lookup: AttributionLookup) -> bytes:
-    order = orjson.loads(body)
-    if "btn_ref" in order:
-        return body
-    btn_ref = await lookup(user_keys)
-    if btn_ref is None:
-        return body
-    order["btn_ref"] = btn_ref
-    return orjson.dumps(order)
+    return PlannedBatch(
+        result, tuple(requests), tuple(items), ledger_duplicates, skipped, None, tuple(result.attributions)
+    )
 
 
 def ingest_result(plan: PlannedBatch, enqueued: EnqueueResult) -> IngestResult:
     result = plan.result
     if enqueued.duplicate_batch:
         queued: tuple[QueuedRequest, ...] = ()
-        duplicate = len(result.requests)
+        duplicate = len(plan.requests) + plan.ledger_duplicates
     else:
         queued = tuple(
             QueuedRequest(request.kind, request.order_id, request.event_index, seq)
@@ -120,12 +153,12 @@ def ingest_result(plan: PlannedBatch, enqueued: EnqueueResult) -> IngestResult:
         duplicate = plan.ledger_duplicates + sum(1 for seq in enqueued.seqs if seq is None)
     return IngestResult(
         accepted=len(queued),
-        skipped=len(result.skipped),
-        filtered=result.filtered,
+        skipped=plan.skipped,
+        filtered=plan.filtered,
         duplicate=duplicate,
         duplicate_batch=enqueued.duplicate_batch,
         rejections=tuple(result.rejections),
         queued=queued,
-        attributions=tuple(result.attributions),
+        attributions=plan.attributions,
         source_request_id=result.source_request_id,
     )

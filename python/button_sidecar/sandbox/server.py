@@ -7,10 +7,8 @@ Button routes (HTTP Basic auth with the API key): ``POST /v1/order``, ``GET|POST
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import hmac
-import ipaddress
 import logging
 import random
 import time
@@ -23,6 +21,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import hdrs, web
 
+from button_sidecar.httputil import basic_credentials, url_host
 from button_sidecar.sandbox.faults import FaultConfig, FaultState, InjectedFault
 from button_sidecar.sandbox.validation import (
     JsonObject,
@@ -122,7 +121,7 @@ class SandboxServer:
             raise
         self._runner = runner
         host, port = runner.addresses[0][:2]
-        self._url = f"http://{_url_host(host)}:{port}"
+        self._url = f"http://{url_host(host)}:{port}"
         logger.info("Button sandbox listening on %s", self._url)
         return self._url
 
@@ -271,7 +270,7 @@ class SandboxServer:
             return _error(400, str(error), "validation_error")
 
     def _authorized(self, header: str | None) -> bool:
-        credentials = _basic_credentials(header) if header is not None else None
+        credentials = basic_credentials(header) if header is not None else None
         if credentials is None:
             return False
         login, password = credentials
@@ -382,22 +381,6 @@ def _resolve(raw_path: str) -> _Route:
     return _Route("unknown")
 
 
-def _basic_credentials(header: str) -> tuple[str, str] | None:
-    """``(user, password)`` of a Basic Authorization header, None when it is not one.
-
-    Hand-rolled because aiohttp 3.14 deprecates ``BasicAuth`` (and its ``decode``).
-    """
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode()
-    except ValueError:  # bad base64 (binascii.Error) or bad UTF-8 (UnicodeDecodeError)
-        return None
-    login, colon, password = decoded.partition(":")
-    return (login, password) if colon else None
-
-
 def _parse_body(raw: bytes) -> tuple[bool, object]:
     """``(True, value)`` for JSON or an empty body (None); ``(False, text)`` for anything else."""
     if not raw:
@@ -439,14 +422,6 @@ def _fault_response(request: web.Request, fault: InjectedFault) -> web.Response:
     if fault.retry_after_s is not None:
         headers = {hdrs.RETRY_AFTER: str(fault.retry_after_s)}
     return _error(fault.status, fault.message, fault.error_type, headers)
-
-
-def _url_host(host: str) -> str:
-    address = ipaddress.ip_address(host)
-    if address.is_unspecified:
-        # Bound to every interface: hand out the loopback address, which is certain to connect.
-        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
-    return f"[{address}]" if address.version == 6 else str(address)
 
 
 def _json(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -18,11 +18,20 @@ CONNECTION_ERROR: Final = "connection_error"
 DUPLICATE_BATCH: Final = "source_request_id"
 DUPLICATE_ORDER: Final = "order"
 
+#: `filtered_batches_total{reason}` values: the whole set (consent, from the core, and the environment switch).
+FILTER_REASONS: Final = ("gdpr_consent", "ccpa_opt_out", "environment")
+
+#: `attribution_lookups_total{result}` values.
+ATTRIBUTION_FOUND: Final = "found"
+ATTRIBUTION_NOT_FOUND: Final = "not_found"
+
 #: `dead_letters_total{reason}` values: the whole set.
 DEAD_LETTER_REASONS: Final = ("button_rejected", "unknown_order", "invalid_request", "retries_exhausted")
 
 # Button round trips range from a few ms (sandbox) to the request timeout.
 _DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# An ingest answer waits for an fsync (about a millisecond) and, with `when_full = "block"`, up to its timeout.
+_HTTP_DURATION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 def status_class(status: int) -> str:
@@ -38,6 +47,12 @@ class SidecarMetrics:
         self.received_events = Counter(
             "button_sidecar_received_events_total",
             "mParticle events received in ingested batches.",
+            registry=registry,
+        )
+        self.rejected_events = Counter(
+            "button_sidecar_rejected_events_total",
+            "mParticle events refused as unusable (a whole unusable batch counts once), by rejection code.",
+            ["code"],
             registry=registry,
         )
         self.outbox_enqueued_requests = Counter(
@@ -67,6 +82,23 @@ class SidecarMetrics:
             "button_sidecar_duplicates_total",
             "Ingested input skipped as a repeat: whole batches (source_request_id) or order creates (order).",
             ["kind"],
+            registry=registry,
+        )
+        self.filtered_batches = Counter(
+            "button_sidecar_filtered_batches_total",
+            "Batches dropped on purpose, whole: by consent (gdpr_consent, ccpa_opt_out) or environment.",
+            ["reason"],
+            registry=registry,
+        )
+        self.attributions_remembered = Counter(
+            "button_sidecar_attributions_remembered_total",
+            "btn_ref tokens learned from deep links and written to the attribution store.",
+            registry=registry,
+        )
+        self.attribution_lookups = Counter(
+            "button_sidecar_attribution_lookups_total",
+            "Attribution store lookups for order creates without a btn_ref of their own, by result.",
+            ["result"],
             registry=registry,
         )
         self.delivered_requests = Counter(
@@ -100,3 +132,26 @@ class SidecarMetrics:
             self.dead_letters.labels(reason=reason)
         for kind in (DUPLICATE_BATCH, DUPLICATE_ORDER):
             self.duplicates.labels(kind=kind)
+        for reason in FILTER_REASONS:
+            self.filtered_batches.labels(reason=reason)
+        for result in (ATTRIBUTION_FOUND, ATTRIBUTION_NOT_FOUND):
+            self.attribution_lookups.labels(result=result)
+
+
+class HttpServerMetrics:
+    """The HTTP endpoint's metrics, registered on `registry` (the pipeline's, so `/metrics` shows both)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "button_sidecar_http_requests_total",
+            "HTTP requests answered by the mParticle-compatible endpoint, by route (unmatched: other) and status code.",
+            ["path", "status"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "button_sidecar_http_request_duration_seconds",
+            "Time from receiving an HTTP request to its answer, by route (unmatched: other).",
+            ["path"],
+            buckets=_HTTP_DURATION_BUCKETS,
+            registry=registry,
+        )

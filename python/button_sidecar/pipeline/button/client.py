@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import quote
 
 import aiohttp
@@ -17,10 +18,29 @@ from button_sidecar.telemetry.metrics import CONNECTION_ERROR, SidecarMetrics, s
 # Long enough for any message Button writes; short enough that a stray HTML error page stays small.
 _MAX_MESSAGE_CHARS = 500
 
+DEFAULT_APP_BASE_URL: Final = "https://mobileapi.usebutton.com"
+
+#: Request kinds that go to the Merchant Library API (button-api.md section 3.2), not the Order API.
+APP_KINDS: Final = frozenset({"app_event", "activity"})
+
 
 def order_path(order_id: str) -> str:
     """`/v1/order/{order_id}` with the id as one percent-encoded segment (ids may hold `/`, spaces, `%`)."""
     return "/v1/order/" + quote(order_id, safe="")
+
+
+def application_id_of(body: bytes | None) -> str | None:
+    """The `application_id` an app event or activity body authenticates with; None when it has none."""
+    try:
+        signal = orjson.loads(body) if body is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    found = signal.get("application_id") if isinstance(signal, dict) else None
+    return found if isinstance(found, str) and found else None
+
+
+def _basic(user: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:".encode()).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,17 +57,27 @@ class ButtonUnreachable(Exception):
 class ButtonClient:
     """Requests to the Button API on one `aiohttp.ClientSession`, so connections are reused.
 
-    Every request carries `Authorization: Basic base64(api_key + ":")` (the key is never logged),
+    Order API requests go to `base_url` with `Authorization: Basic base64(api_key + ":")` (the key is never
+    logged); Merchant Library requests (`application_id` given) go to `app_base_url` with
+    `Basic base64(application_id + ":")`, so the API key never reaches that host. Every request carries
     `Content-Type: application/json` and `User-Agent: button-sidecar/<version>`, and is bounded by
     `timeout_secs` end to end.
     """
 
     def __init__(
-        self, base_url: str, api_key: str, *, max_connections: int, timeout_secs: float, metrics: SidecarMetrics
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        app_base_url: str = DEFAULT_APP_BASE_URL,
+        max_connections: int,
+        timeout_secs: float,
+        metrics: SidecarMetrics,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._app_base_url = app_base_url.rstrip("/")
+        self._api_auth = _basic(api_key)
         self._headers = {
-            "Authorization": "Basic " + base64.b64encode(f"{api_key}:".encode()).decode("ascii"),
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": f"button-sidecar/{__version__}",
@@ -69,13 +99,20 @@ class ButtonClient:
             await self._session.close()
             self._session = None
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> ButtonResponse:
-        """Send one request; raises `ButtonUnreachable` when no HTTP answer came back."""
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, *, application_id: str | None = None
+    ) -> ButtonResponse:
+        """Send one request, to the Merchant Library API as `application_id` when given, else to the Order
+        API with the API key; raises `ButtonUnreachable` when no HTTP answer came back."""
         if self._session is None:
             raise RuntimeError("the Button client is not started")
+        if application_id is None:
+            url, auth = self._base_url + path, self._api_auth
+        else:
+            url, auth = self._app_base_url + path, _basic(application_id)
         started = time.monotonic()
         try:
-            async with self._session.request(method, self._base_url + path, data=body) as response:
+            async with self._session.request(method, url, data=body, headers={"Authorization": auth}) as response:
                 payload = await response.read()
         except (aiohttp.ClientError, TimeoutError) as error:
             self._metrics.button_requests.labels(status=CONNECTION_ERROR).inc()

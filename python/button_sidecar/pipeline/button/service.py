@@ -6,7 +6,15 @@ import dataclasses
 
 import orjson
 
-from button_sidecar.pipeline.button.client import ButtonClient, ButtonUnreachable, classify, error_message, order_path
+from button_sidecar.pipeline.button.client import (
+    APP_KINDS,
+    ButtonClient,
+    ButtonUnreachable,
+    application_id_of,
+    classify,
+    error_message,
+    order_path,
+)
 from button_sidecar.pipeline.button.refund import RefundError, apply_refund, order_fields
 from button_sidecar.pipeline.ledger import JsonObject, LedgerOrder, OrderLedger
 from button_sidecar.pipeline.records import OutboxRow
@@ -17,7 +25,9 @@ from button_sidecar.pipeline.worker import Request
 class ButtonDeliveryService:
     """The Button side of delivery (a `DeliveryService`).
 
-    - `create_order`, `cancel_order`, activity and app events go out as the Rust core built them.
+    - `create_order`, `cancel_order`, activity and app events go out as the Rust core built them; activity
+      and app events to the Merchant Library API as the body's `application_id` (without one they cannot
+      be authenticated: a dead letter, `invalid_request`; ingest already leaves such requests out).
     - A `refund` (partial refund intent) is resolved when its turn comes, i.e. after every earlier request
       of the same order was delivered: the order comes from the ledger, else from `GET /v1/order/{id}`;
       the refund is subtracted (`refund.apply_refund`) and the result sent as a full-state
@@ -85,8 +95,13 @@ class ButtonDeliveryService:
     async def send(self, row: OutboxRow, request: Request) -> Outcome:
         if request.method is None or request.path is None:
             return Reject("invalid_request", f"a {request.kind} request has no method or path")
+        app_id = None
+        if request.kind in APP_KINDS:
+            app_id = application_id_of(request.body)
+            if app_id is None:
+                return Reject("invalid_request", f"a {request.kind} request has no application_id to authenticate with")
         try:
-            response = await self._client.request(request.method, request.path, request.body)
+            response = await self._client.request(request.method, request.path, request.body, application_id=app_id)
         except ButtonUnreachable as error:
             return Retry(str(error))
         return classify(request.kind, response)

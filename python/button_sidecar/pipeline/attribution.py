@@ -1,0 +1,118 @@
+"""The attribution store: the newest `btn_ref` learned per user key, for purchases that carry none.
+
+A deep link (an app open with `launch_referral`, or the batch's 1022 integration attribute) teaches a token
+for the batch user's keys (`mpid:…`, `customer_id:…`, `idfa:…`/`gaid:…`, `mp_deviceid:…`). The purchase
+often comes later, in another batch, and in a fleet on another host; if it has no token of its own it takes
+the newest token of any of its keys that is still inside the attribution window. The embedded backend is
+SQLite in the state directory; `RedisAttributionStore` (`pipeline.redis_store`) shares one across a fleet.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from button_sidecar.pipeline.sqlite import SqliteDatabase
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class StoredAttribution:
+    """A `btn_ref` and when it was seen. Ordered by recency: the greater one is the one that wins."""
+
+    timestamp_ms: int
+    """When the deep link happened (its event time), Unix milliseconds."""
+    btn_ref: str
+
+
+class AttributionStore(Protocol):
+    """Tokens by user key, with these rules (every backend the same):
+
+    - Newest wins: a key keeps the token with the greatest `timestamp_ms`, whatever order tokens arrive in
+      (an old deep link replayed late does not replace a newer one). On equal timestamps the greater
+      `btn_ref` wins: arbitrary, but the same on every host and in every arrival order, so hosts agree.
+    - A token is usable until `timestamp_ms + window`, exclusive; `lookup` compares with the `now_ms` it is
+      given, so callers decide what "now" is (the batch's receive time).
+    """
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def remember(self, keys: Sequence[str], btn_ref: str, timestamp_ms: int) -> None:
+        """Store the token for each of `keys` unless the key holds a newer one."""
+        ...
+
+    async def lookup(self, keys: Sequence[str], now_ms: int) -> StoredAttribution | None:
+        """The newest token of any of `keys` still usable at `now_ms`, or None."""
+        ...
+
+    async def purge(self, now_ms: int) -> int:
+        """Delete tokens no longer usable at `now_ms`; returns how many (backends that expire keys by
+        themselves return 0)."""
+        ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS attributions (
+    user_key TEXT PRIMARY KEY,
+    btn_ref TEXT NOT NULL,
+    timestamp_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attributions_at ON attributions (timestamp_ms);
+"""
+
+
+class SqliteAttributionStore:
+    """`AttributionStore` in `<state_dir>/attribution.sqlite3` (WAL, synchronous=FULL, like the outbox)."""
+
+    def __init__(self, state_dir: Path, window_ms: int) -> None:
+        self._db = SqliteDatabase(state_dir / "attribution.sqlite3", _SCHEMA)
+        self._window_ms = window_ms
+
+    @property
+    def path(self) -> Path:
+        return self._db.path
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def remember(self, keys: Sequence[str], btn_ref: str, timestamp_ms: int) -> None:
+        if not keys:
+            return
+        rows = [(key, btn_ref, timestamp_ms) for key in keys]
+        await self._db.write(
+            lambda conn: conn.executemany(
+                "INSERT INTO attributions (user_key, btn_ref, timestamp_ms) VALUES (?, ?, ?)"
+                " ON CONFLICT (user_key) DO UPDATE SET btn_ref = excluded.btn_ref, timestamp_ms = excluded.timestamp_ms"
+                " WHERE (excluded.timestamp_ms, excluded.btn_ref) > (timestamp_ms, btn_ref)",
+                rows,
+            )
+        )
+
+    async def lookup(self, keys: Sequence[str], now_ms: int) -> StoredAttribution | None:
+        if not keys:
+            return None
+        args = [*keys, now_ms - self._window_ms]
+
+        def newest(conn: sqlite3.Connection) -> StoredAttribution | None:
+            row = conn.execute(
+                "SELECT timestamp_ms, btn_ref FROM attributions"
+                f" WHERE user_key IN ({','.join('?' * len(keys))}) AND timestamp_ms > ?"
+                " ORDER BY timestamp_ms DESC, btn_ref DESC LIMIT 1",
+                args,
+            ).fetchone()
+            return None if row is None else StoredAttribution(row["timestamp_ms"], row["btn_ref"])
+
+        return await self._db.read(newest)
+
+    async def purge(self, now_ms: int) -> int:
+        cutoff = now_ms - self._window_ms
+        return await self._db.write(
+            lambda conn: conn.execute("DELETE FROM attributions WHERE timestamp_ms <= ?", (cutoff,)).rowcount
+        )

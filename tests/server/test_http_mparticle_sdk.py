@@ -1,0 +1,134 @@
+"""mParticle's official Python SDK (`mparticle` 0.16.1), unchanged but for its host, against the HTTP endpoint.
+
+The SDK is synchronous (urllib3), so its calls run in a thread while the endpoint serves on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mparticle  # type: ignore[import-untyped]
+import orjson
+import pytest
+from button_sidecar import hash_email
+from mparticle.rest import ApiException  # type: ignore[import-untyped]
+
+from tests.conftest import Sandbox
+from tests.pipeline.helpers import EMAIL, PURCHASE_MS, metric, orders_by_id, request_log, wait_until
+from tests.server.http_helpers import http_sidecar
+
+KEY, SECRET = "mp-server-key", "mp-server-secret"
+
+
+@contextmanager
+def events_api(host: str, key: str = KEY, secret: str = SECRET) -> Iterator[Any]:
+    """The SDK's client as its docs set it up; its connection pool is closed afterwards."""
+    configuration = mparticle.Configuration()  # a fresh one: the SDK caches its client on the configuration
+    configuration.host = host
+    configuration.api_key = key
+    configuration.api_secret = secret
+    api = mparticle.EventsApi(configuration)
+    try:
+        yield api
+    finally:
+        api.api_client.rest_client.pool_manager.clear()
+
+
+def product(sku: str, price: float, quantity: int) -> Any:
+    item = mparticle.Product()
+    item.id, item.name, item.price, item.quantity = sku, f"Product {sku}", price, quantity
+    return item
+
+
+def commerce_batch(action: str, order_id: str, products: list[Any], **amounts: float) -> Any:
+    """One user's batch with one purchase or refund, built from the SDK's models only."""
+    product_action = mparticle.ProductAction(action)
+    product_action.transaction_id = order_id
+    product_action.products = products or None
+    for name, amount in amounts.items():
+        setattr(product_action, name, amount)
+    event = mparticle.CommerceEvent(product_action)
+    event.currency_code = "USD"
+    event.timestamp_unixtime_ms = PURCHASE_MS
+    identities = mparticle.UserIdentities()
+    identities.customerid = "cust-sdk-1"
+    identities.email = EMAIL
+    batch = mparticle.Batch()
+    batch.environment = "production"
+    batch.user_identities = identities
+    batch.events = [event]
+    return batch
+
+
+def test_purchases_and_refunds_sent_with_the_sdk_reach_button_exactly(tmp_path: Path, sandbox: Sandbox) -> None:
+    # Floats as the SDK sends them: 54.96 - 4.0 - 0.99 must be 4997 cents, and 10.015 (in binary a hair below
+    # 10.015) must round half-to-even from its decimal text to 1002, not to 1001.
+    sdk_1 = commerce_batch(
+        "purchase",
+        "sdk-1",
+        [product("sku-1", 39.99, 1), product("sku-2", 4.99, 2)],
+        total_amount=54.96,
+        tax_amount=4.0,
+        shipping_amount=0.99,
+    )
+    sdk_2 = commerce_batch("purchase", "sdk-2", [product("sku-9", 10.015, 1)], total_amount=10.015)
+    bulk = [
+        commerce_batch("refund", "sdk-1", [product("sku-2", 4.99, 2)], total_amount=9.98),  # partial: an update
+        commerce_batch("refund", "sdk-2", []),  # full: a cancellation
+        commerce_batch("purchase", "sdk-3", [product("sku-3", 0.1, 3)]),  # 3 x 0.1 is 0.30 exactly
+    ]
+
+    async def orders_settled() -> bool:
+        orders = await orders_by_id(sandbox)
+        return (
+            sorted(orders) == ["sdk-1", "sdk-2", "sdk-3", "sdk-4"]
+            and orders["sdk-1"]["total"] == 3999
+            and orders["sdk-2"]["status"] == "deleted"
+        )
+
+    async def scenario() -> None:
+        async with http_sidecar(tmp_path, sandbox, auth=(KEY, SECRET)) as sidecar:
+            with events_api(f"{sidecar.url}/v2") as api:  # what users configure: the host with its /v2
+                _, status, _ = await asyncio.to_thread(api.upload_events, sdk_1)
+                assert status == 202
+                _, status, _ = await asyncio.to_thread(api.upload_events, sdk_2)
+                assert status == 202
+                _, status, _ = await asyncio.to_thread(api.bulk_upload_events, bulk)
+                assert status == 202
+            with events_api(sidecar.url) as api:  # a host without /v2: the SDK posts to /events
+                _, status, _ = await asyncio.to_thread(
+                    api.upload_events, commerce_batch("purchase", "sdk-4", [product("sku-4", 1.5, 1)])
+                )
+                assert status == 202
+            await wait_until(orders_settled, what="the SDK's orders at the sandbox")
+            for path, count in (("/v2/events", 2), ("/v2/bulkevents", 1), ("/events", 1)):
+                assert metric(sidecar.registry, "button_sidecar_http_requests_total", path=path, status="202") == count
+
+        orders = await orders_by_id(sandbox)
+        customer = {"id": "cust-sdk-1", "email_sha256": hash_email(EMAIL)}  # from the SDK's `customerid`
+        assert orders["sdk-1"]["customer"] == customer
+        assert [(i["identifier"], i["total"]) for i in orders["sdk-1"]["line_items"]] == [("sku-1", 3999)]
+        assert (orders["sdk-2"]["total"], orders["sdk-2"]["line_items"][0]["total"]) == (1002, 1002)
+        assert (orders["sdk-3"]["total"], orders["sdk-3"]["status"]) == (30, "open")
+        assert orders["sdk-4"]["total"] == 150
+        creates = [r["body"] for r in await request_log(sandbox) if r["method"] == "POST" and r["path"] == "/v1/order"]
+        assert sorted(body["total"] for body in creates if isinstance(body, dict)) == [30, 150, 1002, 4997]
+
+    asyncio.run(scenario())
+
+
+def test_the_sdk_gets_403_for_a_wrong_secret(tmp_path: Path, sandbox: Sandbox) -> None:
+    async def scenario() -> None:
+        async with http_sidecar(tmp_path, sandbox, auth=(KEY, SECRET)) as sidecar:
+            with events_api(f"{sidecar.url}/v2", secret="not-the-secret") as api:
+                with pytest.raises(ApiException) as raised:
+                    await asyncio.to_thread(api.upload_events, commerce_batch("purchase", "sdk-x", []))
+            assert raised.value.status == 403
+            assert orjson.loads(raised.value.body)["errors"][0]["code"] == "FORBIDDEN"
+            assert (await sidecar.pipeline.stats()).queued == 0
+
+    asyncio.run(scenario())
