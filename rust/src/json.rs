@@ -13,9 +13,6 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
-/// serde_json's `arbitrary_precision` hands a number over as a one-entry map under this key.
-const NUMBER_TOKEN: &str = "$serde_json::private::Number";
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json<'a> {
     Null,
@@ -225,6 +222,10 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(Json::Bool(v))
     }
 
+    // Numbers the mapping reads (amounts, ids, attributes, timestamps) sit at `Scalar` positions and
+    // are taken from their raw text. The numbers that come through here are inside values the mapping
+    // never reads as numbers (consent state, a container where a scalar was expected): their text may
+    // be rounded, and nothing depends on it.
     fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
         Ok(Json::Number(Cow::Owned(v.to_string())))
     }
@@ -233,9 +234,8 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(Json::Number(Cow::Owned(v.to_string())))
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Json<'de>, E> {
-        // With arbitrary_precision serde_json never hands over a float; refuse rather than round.
-        Err(E::custom("a binary float where an exact number was expected"))
+    fn visit_f64<E>(self, v: f64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(Cow::Owned(v.to_string())))
     }
 
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
@@ -271,10 +271,6 @@ impl<'de> Visitor<'de> for JsonVisitor {
         let Some(BorrowedText(first)) = map.next_key::<BorrowedText<'de>>()? else {
             return Ok(Json::Object(Object::default()));
         };
-        if first == NUMBER_TOKEN {
-            let text: Cow<'de, str> = map.next_value::<BorrowedText<'de>>()?.0;
-            return Ok(Json::Number(text));
-        }
         // Where an array is expected, an object is built whole, to be rejected as it is.
         let shape = if matches!(self.0, Shape::Events | Shape::Products) {
             Shape::Any
