@@ -226,14 +226,18 @@ def test_serve_says_why_it_cannot_start(sidecar: SidecarProcess, tmp_path: Path)
         env = {**os.environ, "BUTTON_API_KEY": "", "BUTTON_SIDECAR_GRPC_LISTEN": "", "BUTTON_SIDECAR_STATE_DIR": ""}
         return subprocess.run(command, capture_output=True, text=True, env=env, timeout=30)
 
-    taken = serve("--grpc-listen", sidecar.address, "--state-dir", str(tmp_path / "state"))
-    assert taken.returncode == 1
-    assert f"button-sidecar serve: error: cannot listen on {sidecar.address}: " in taken.stderr
+    grpc_taken = serve("--grpc-listen", sidecar.address, "--state-dir", str(tmp_path / "state"))
+    assert grpc_taken.returncode == 1
+    assert f"button-sidecar serve: error: cannot listen on {sidecar.address}: " in grpc_taken.stderr
     locked = serve("--grpc-listen", "127.0.0.1:0", "--state-dir", str(sidecar.state_dir))
     assert locked.returncode == 1
     assert (
         f"button-sidecar serve: error: the outbox in {sidecar.state_dir} is in use by another process" in locked.stderr
     )
+    http_taken = sidecar.http_url.removeprefix("http://")
+    taken = serve("--grpc-listen", "127.0.0.1:0", "--http-listen", http_taken, "--state-dir", str(tmp_path / "http"))
+    assert taken.returncode == 1
+    assert f"button-sidecar serve: error: cannot listen on {http_taken} (http.listen): " in taken.stderr
 
 
 def test_serve_without_an_api_key_delivers_to_an_embedded_sandbox(

@@ -11,6 +11,7 @@ from typing import Any, get_type_hints
 
 import pytest
 from button_sidecar.config import ENVIRONMENT, ConfigError, Secret, SidecarConfig, load_config
+from button_sidecar.pipeline import PipelineSettings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -67,16 +68,32 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.http.listen == "127.0.0.1:8088"
     assert config.state_dir == Path("./var/button-sidecar")
     assert config.button.api_key is None and config.button.base_url == "https://api.usebutton.com"
+    assert config.button.app_base_url == "https://mobileapi.usebutton.com"
     assert config.grpc.max_message_bytes == 4 * 1024 * 1024
+    assert config.http.credentials() is None
+    assert config.filters.forward_environments == "both"
+    assert (config.attribution.window_secs, config.attribution.store) == (604800, "sqlite")
+    assert (config.attribution.redis_url, config.attribution.redis_key_prefix) == (None, "button-sidecar:")
+    # The pipeline's own defaults agree with the documented ones.
+    assert config.pipeline_settings("sk-x", "http://b", "http://a") == PipelineSettings(
+        state_dir=config.state_dir, api_key="sk-x", button_base_url="http://b", app_base_url="http://a"
+    )
 
 
 def test_environment_variables_name_real_settings() -> None:
     prefixes = {prefix + name for prefix, model in models() for name in get_type_hints(model)}
     assert set(ENVIRONMENT.values()) <= prefixes
-    assert {"BUTTON_API_KEY", "BUTTON_API_BASE_URL", "BUTTON_SIDECAR_GRPC_LISTEN", "BUTTON_SIDECAR_HTTP_LISTEN"} <= set(
-        ENVIRONMENT
-    )
-    assert "BUTTON_SIDECAR_STATE_DIR" in ENVIRONMENT
+    assert {
+        "BUTTON_API_KEY",
+        "BUTTON_API_BASE_URL",
+        "BUTTON_APP_BASE_URL",
+        "BUTTON_SIDECAR_GRPC_LISTEN",
+        "BUTTON_SIDECAR_HTTP_LISTEN",
+        "BUTTON_SIDECAR_HTTP_API_KEY",
+        "BUTTON_SIDECAR_HTTP_API_SECRET",
+        "BUTTON_SIDECAR_REDIS_URL",
+        "BUTTON_SIDECAR_STATE_DIR",
+    } <= set(ENVIRONMENT)
 
 
 def test_precedence_is_defaults_then_toml_then_environment_then_flags(tmp_path: Path) -> None:
@@ -116,6 +133,7 @@ log_level = "warning"
 [button]
 api_key = "sk-from-file"
 base_url = "https://api.usebutton.com/"
+app_base_url = "http://127.0.0.1:8089"
 [grpc]
 listen = "[::]:50051"
 max_message_bytes = 16777216
@@ -127,7 +145,16 @@ keepalive_timeout_secs = 5
 keepalive_min_ping_interval_secs = 5
 keepalive_permit_without_calls = false
 [http]
-listen = "0.0.0.0:8088"
+listen = "unix:/run/button-sidecar/http.sock"
+api_key = "mp-key"
+api_secret = "mp-secret"
+[filters]
+forward_environments = "production"
+[attribution]
+window_secs = 3600
+store = "redis"
+redis_url = "redis://:pw@redis.internal:6379/2"
+redis_key_prefix = "shop-eu:"
 [outbox]
 max_requests = 10
 max_bytes = 1000
@@ -159,7 +186,15 @@ ios = "app-1a2b3c4d5e6f7a8b"
     assert config.button.api_key is not None and config.button.api_key.reveal() == "sk-from-file"
     assert config.grpc.tls_key_file == tmp_path / "tls.key" and not config.grpc.keepalive_permit_without_calls
     assert config.transform.core().application_ids == {"ios": "app-1a2b3c4d5e6f7a8b"}
-    settings = config.pipeline_settings("sk-x", "http://127.0.0.1:1")
+    assert config.http.credentials() == ("mp-key", "mp-secret")
+    settings = config.pipeline_settings("sk-x", "http://127.0.0.1:1", config.button.app_base_url)
+    assert settings.app_base_url == "http://127.0.0.1:8089" and settings.forward_environments == "production"
+    assert (settings.attribution_window_secs, settings.store_backend, settings.redis_key_prefix) == (
+        3600,
+        "redis",
+        "shop-eu:",
+    )
+    assert settings.redis_url == "redis://:pw@redis.internal:6379/2"
     assert (settings.max_queue_rows, settings.max_queue_bytes, settings.when_full) == (10, 1000, "block")
     assert (settings.concurrency, settings.request_timeout_secs, settings.retry.max_attempts) == (4, 3.0, 5)
     assert settings.state_dir == Path("/var/lib/button-sidecar") and settings.dedupe_window_secs == 60
@@ -174,7 +209,6 @@ ios = "app-1a2b3c4d5e6f7a8b"
         ('[grpc]\nlisten = "nowhere"', "grpc.listen: must be host:port or unix:/path"),
         ('[grpc]\nlisten = "127.0.0.1:70000"', "grpc.listen: the port must be 0..65535"),
         ('[grpc]\nlisten = "unix:"', "grpc.listen: unix: needs a socket path"),
-        ('[http]\nlisten = "unix:/run/x.sock"', "http.listen: a unix socket is not supported here"),
         ('[grpc]\ntls_cert_file = "/nonexistent.crt"', "grpc.tls_key_file: needs tls_cert_file"),
         ('[grpc]\ntls_client_ca_file = "/ca.crt"', "grpc.tls_client_ca_file: needs tls_cert_file"),
         ('[grpc]\nauth_token = ""', "grpc.auth_token: must not be empty"),
@@ -183,6 +217,22 @@ ios = "app-1a2b3c4d5e6f7a8b"
         ('[button]\nbase_url = "api.usebutton.com"', "button.base_url: must be an http(s) URL"),
         ('[button]\nbase_url = "https://api.usebutton.com/v1"', "button.base_url: must be an http(s) URL"),
         ('[button]\napi_key = "sk with space"', "button.api_key: an API key must not hold spaces"),
+        ('[button]\napp_base_url = "mobileapi.usebutton.com"', "button.app_base_url: must be an http(s) URL"),
+        ('[http]\nlisten = "8088"', "http.listen: must be host:port or unix:/path"),
+        ('[http]\napi_key = "mp-key"', "http.api_key: needs api_secret (both or neither)"),
+        ('[http]\napi_secret = "mp-secret"', "http.api_secret: needs api_key (both or neither)"),
+        ('[http]\napi_key = ""\napi_secret = "s"', "http.api_key: must not be empty"),
+        ('[http]\napi_key = "k"\napi_secret = "with space"', "http.api_secret: an API secret must not hold spaces"),
+        ('[filters]\nforward_environments = "staging"', 'filters.forward_environments: must be one of "production"'),
+        ("[attribution]\nwindow_secs = 0", "attribution.window_secs: must be greater than 0"),
+        ('[attribution]\nstore = "memcached"', 'attribution.store: must be one of "sqlite", "redis"'),
+        ('[attribution]\nstore = "redis"', 'attribution.redis_url: is required with store = "redis"'),
+        (
+            '[attribution]\nstore = "redis"\nredis_url = "http://:pw@redis:6379"',
+            "attribution.redis_url: must start with redis://, rediss:// or unix://",
+        ),
+        ('[attribution]\nredis_url = "redis://:pw@redis:6379"', "attribution.redis_url: is only used with store"),
+        ('[attribution]\nredis_key_prefix = ""', "attribution.redis_key_prefix: must be printable and not empty"),
         ("[button]\napi_key = 42", "button.api_key: must be a string"),
         ("[outbox]\nmax_requests = -1", "outbox.max_requests: must be a positive integer"),
         ('[outbox]\nwhen_full = "drop"', 'outbox.when_full: must be one of "reject", "block"'),
@@ -231,11 +281,33 @@ def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
 
 def test_secrets_never_show_in_reprs_or_messages() -> None:
     key, token = "sk-very-secret-key-1234", "grpc-very-secret-token"
-    config = load_config(environ={"BUTTON_API_KEY": key, "BUTTON_SIDECAR_GRPC_AUTH_TOKEN": token})
+    http_key, http_secret, redis_password = "mp-very-secret-key", "mp-very-secret-secret", "redis-very-secret-pw"
+    config = load_config(
+        environ={
+            "BUTTON_API_KEY": key,
+            "BUTTON_SIDECAR_GRPC_AUTH_TOKEN": token,
+            "BUTTON_SIDECAR_HTTP_API_KEY": http_key,
+            "BUTTON_SIDECAR_HTTP_API_SECRET": http_secret,
+            "BUTTON_SIDECAR_REDIS_URL": f"redis://:{redis_password}@redis.internal:6379/0",
+        },
+        overrides={"attribution.store": "redis"},
+    )
     assert config.button.api_key is not None and config.button.api_key.reveal() == key
-    for text in (repr(config), str(config), repr(config.button), f"{config.button.api_key}"):
-        assert key not in text and token not in text
+    assert config.http.credentials() == (http_key, http_secret)
+    settings = config.pipeline_settings(key, "http://b", "http://a")
+    for text in (repr(config), str(config), repr(config.button), f"{config.button.api_key}", repr(settings)):
+        for secret in (key, token, http_key, http_secret, redis_password):
+            assert secret not in text
     assert repr(Secret("x")) == "Secret('********')"
     with pytest.raises(ConfigError) as raised:
         load_config(environ={"BUTTON_API_KEY": "sk-secret:with-colon"})
     assert "sk-secret" not in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        load_config(
+            environ={"BUTTON_SIDECAR_REDIS_URL": f"http://:{redis_password}@redis"},
+            overrides={"attribution.store": "redis"},
+        )
+    assert str(raised.value).startswith(
+        "attribution.redis_url (from the environment variable BUTTON_SIDECAR_REDIS_URL)"
+    )
+    assert redis_password not in str(raised.value)

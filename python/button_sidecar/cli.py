@@ -78,16 +78,18 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "serve",
         parents=[_config_options()],
-        help="run the sidecar: gRPC ingest, durable outbox, delivery to Button",
+        help="run the sidecar: gRPC and mParticle-compatible HTTP ingest, durable outbox, delivery to Button",
         description=(
-            "Serve gRPC, queue what comes in durably under the state directory and deliver it to Button. "
+            "Serve gRPC and the mParticle Events API over HTTP, queue what comes in durably under the state "
+            "directory and deliver it to Button. "
             "Without BUTTON_API_KEY it delivers to an embedded Button sandbox instead, and says so. "
-            "The first line on stdout is 'Sidecar listening on ADDRESS'. SIGTERM or SIGINT drains: "
-            "NOT_SERVING, new calls refused, in-flight deliveries finish up to delivery.shutdown_deadline_secs, "
-            "the rest stays queued for the next start."
+            "The first line on stdout is 'Sidecar listening on ADDRESS' (the gRPC address; the HTTP URL is "
+            "logged). SIGTERM or SIGINT drains: NOT_SERVING, new calls refused (HTTP 503), in-flight deliveries "
+            "finish up to delivery.shutdown_deadline_secs, the rest stays queued for the next start."
         ),
     )
     parser.add_argument("--grpc-listen", metavar="ADDRESS", help="host:port or unix:/path (setting grpc.listen)")
+    parser.add_argument("--http-listen", metavar="ADDRESS", help="host:port or unix:/path (setting http.listen)")
     parser.add_argument("--state-dir", metavar="DIR", help="outbox and ledger directory (state_dir)")
     parser.add_argument("--log-level", choices=_LOG_LEVELS, help="log level on stderr (log_level)")
     parser.set_defaults(func=cmd_serve)
@@ -96,7 +98,12 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(
         args.config,
-        overrides={"grpc.listen": args.grpc_listen, "state_dir": args.state_dir, "log_level": args.log_level},
+        overrides={
+            "grpc.listen": args.grpc_listen,
+            "http.listen": args.http_listen,
+            "state_dir": args.state_dir,
+            "log_level": args.log_level,
+        },
     )
     _logging(config.log_level)
     try:

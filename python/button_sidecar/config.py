@@ -20,7 +20,8 @@ from typing import Any, Final, Literal, TypeVar, Union, final, get_args, get_ori
 from urllib.parse import urlsplit
 
 from button_sidecar import TransformConfig
-from button_sidecar.pipeline import PipelineSettings, RetryPolicy
+from button_sidecar.pipeline import ForwardEnvironments, PipelineSettings, RetryPolicy, StoreBackend
+from button_sidecar.pipeline.button.client import DEFAULT_APP_BASE_URL
 from button_sidecar.pipeline.outbox import WhenFull
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -29,9 +30,13 @@ _Model = TypeVar("_Model")
 ENVIRONMENT: Final[Mapping[str, str]] = {
     "BUTTON_API_KEY": "button.api_key",
     "BUTTON_API_BASE_URL": "button.base_url",
+    "BUTTON_APP_BASE_URL": "button.app_base_url",
     "BUTTON_SIDECAR_GRPC_LISTEN": "grpc.listen",
     "BUTTON_SIDECAR_GRPC_AUTH_TOKEN": "grpc.auth_token",
     "BUTTON_SIDECAR_HTTP_LISTEN": "http.listen",
+    "BUTTON_SIDECAR_HTTP_API_KEY": "http.api_key",
+    "BUTTON_SIDECAR_HTTP_API_SECRET": "http.api_secret",
+    "BUTTON_SIDECAR_REDIS_URL": "attribution.redis_url",
     "BUTTON_SIDECAR_STATE_DIR": "state_dir",
 }
 """Environment variable -> the setting it overrides."""
@@ -74,16 +79,25 @@ def _positive(owner: object, *names: str) -> None:
         _check(getattr(owner, name) > 0, name, "must be greater than 0")
 
 
-def _check_listen(name: str, address: str, *, allow_unix: bool) -> None:
-    """`host:port` (IPv6 in brackets, port 0 picks a free one) or, where allowed, `unix:/path`."""
+def _check_listen(name: str, address: str) -> None:
+    """`host:port` (IPv6 in brackets, port 0 picks a free one) or `unix:/path`."""
     if address.startswith("unix:"):
-        _check(allow_unix, name, "a unix socket is not supported here; use host:port")
         _check(len(address) > len("unix:"), name, "unix: needs a socket path, e.g. unix:/run/button-sidecar.sock")
         return
     host, _, port = address.rpartition(":")
-    expected = "host:port or unix:/path" if allow_unix else "host:port"
-    _check(bool(host) and not any(c.isspace() for c in host), name, f"must be {expected}, e.g. 127.0.0.1:50051")
-    _check(port.isdigit() and int(port) <= 65535, name, f"the port must be 0..65535, in {expected}")
+    _check(
+        bool(host) and not any(c.isspace() for c in host), name, "must be host:port or unix:/path, e.g. 127.0.0.1:50051"
+    )
+    _check(port.isdigit() and int(port) <= 65535, name, "the port must be 0..65535, in host:port or unix:/path")
+
+
+def _check_base_url(name: str, url: str, example: str) -> None:
+    parts = urlsplit(url)
+    _check(
+        parts.scheme in ("http", "https") and bool(parts.netloc) and parts.path in ("", "/") and not parts.query,
+        name,
+        f"must be an http(s) URL with a host and no path, e.g. {example}",
+    )
 
 
 def _check_token(name: str, secret: Secret | None, what: str) -> None:
@@ -106,15 +120,16 @@ class ButtonConfig:
     base_url: str = "https://api.usebutton.com"
     """Base URL of the Button API: scheme and host, no path. Ignored while the embedded sandbox is used.
     Environment: `BUTTON_API_BASE_URL`. Default: `"https://api.usebutton.com"`. Example: `"http://127.0.0.1:8089"`."""
+    app_base_url: str = DEFAULT_APP_BASE_URL
+    """Base URL of Button's Merchant Library API, where app events and user activity go, authenticated as the
+    body's application id (the API key is never sent there): scheme and host, no path. Ignored while the
+    embedded sandbox is used (it takes these too). Environment: `BUTTON_APP_BASE_URL`.
+    Default: `"https://mobileapi.usebutton.com"`. Example: `"http://127.0.0.1:8089"`."""
 
     def __post_init__(self) -> None:
         _check_token("api_key", self.api_key, "an API key")
-        parts = urlsplit(self.base_url)
-        _check(
-            parts.scheme in ("http", "https") and bool(parts.netloc) and parts.path in ("", "/") and not parts.query,
-            "base_url",
-            "must be an http(s) URL with a host and no path, e.g. https://api.usebutton.com",
-        )
+        _check_base_url("base_url", self.base_url, "https://api.usebutton.com")
+        _check_base_url("app_base_url", self.app_base_url, "https://mobileapi.usebutton.com")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +165,7 @@ class GrpcConfig:
     """Allow keepalive pings on a connection that has no call in progress. Default: `true`. Example: `false`."""
 
     def __post_init__(self) -> None:
-        _check_listen("listen", self.listen, allow_unix=True)
+        _check_listen("listen", self.listen)
         _positive_int(self, "max_message_bytes")
         _check(self.max_message_bytes < 2**31, "max_message_bytes", "must be below 2147483648 (2 GiB)")
         _check_token("auth_token", self.auth_token, "a bearer token")
@@ -171,11 +186,29 @@ class HttpConfig:
     """`[http]`: the mParticle Events API compatible HTTP endpoint."""
 
     listen: str = "127.0.0.1:8088"
-    """Address of the HTTP endpoint, `host:port`. Environment: `BUTTON_SIDECAR_HTTP_LISTEN`.
-    Default: `"127.0.0.1:8088"`. Example: `"0.0.0.0:8088"`."""
+    """Address of the HTTP endpoint: `host:port` (port 0 picks a free one) or `unix:/path` for a unix socket.
+    Environment: `BUTTON_SIDECAR_HTTP_LISTEN`. Default: `"127.0.0.1:8088"`. Example: `"0.0.0.0:8088"`."""
+    api_key: Secret | None = None
+    """Key clients must send as the HTTP Basic user (what mParticle's SDKs send as `api_key`); set with
+    `api_secret`, both or neither. `/metrics` and `/healthz` stay open. Never printed or logged.
+    Environment: `BUTTON_SIDECAR_HTTP_API_KEY`. Default: unset (no authentication). Example: `"mp-server-key"`."""
+    api_secret: Secret | None = None
+    """Secret clients must send as the HTTP Basic password (the SDKs' `api_secret`); set with `api_key`.
+    Never printed or logged. Environment: `BUTTON_SIDECAR_HTTP_API_SECRET`. Default: unset.
+    Example: `"mp-server-secret"`."""
 
     def __post_init__(self) -> None:
-        _check_listen("listen", self.listen, allow_unix=False)
+        _check_listen("listen", self.listen)
+        _check_token("api_key", self.api_key, "an API key")
+        _check_token("api_secret", self.api_secret, "an API secret")
+        _check(self.api_key is not None or self.api_secret is None, "api_secret", "needs api_key (both or neither)")
+        _check(self.api_secret is not None or self.api_key is None, "api_key", "needs api_secret (both or neither)")
+
+    def credentials(self) -> tuple[str, str] | None:
+        """The `(key, secret)` clients must send, revealed, or None without authentication."""
+        if self.api_key is None or self.api_secret is None:
+            return None
+        return self.api_key.reveal(), self.api_secret.reveal()
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +287,55 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FiltersConfig:
+    """`[filters]`: whole batches not forwarded."""
+
+    forward_environments: ForwardEnvironments = "both"
+    """Batches forwarded, by their mParticle `environment`: `"production"`, `"development"` or `"both"` (a
+    batch without one counts as production). The others queue nothing and teach no token; they are counted in
+    `button_sidecar_filtered_batches_total{reason="environment"}`. Default: `"both"`. Example: `"production"`."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionConfig:
+    """`[attribution]`: the tokens deep links teach, for later purchases of the same user without one."""
+
+    window_secs: float = 7 * 24 * 3600.0
+    """Seconds a `btn_ref` learned from a deep link credits later purchases of the same user that carry none,
+    from the deep link's event time to the purchase's receipt. Default: `604800` (7 days). Example: `86400`."""
+    store: StoreBackend = "sqlite"
+    """Where the attribution store and the order ledger live: `"sqlite"` (in `state_dir`, this host only) or
+    `"redis"` (`redis_url`, shared by a fleet, so a deep link, its purchase and refunds may reach different
+    hosts). Default: `"sqlite"`. Example: `"redis"`."""
+    redis_url: Secret | None = None
+    """With `store = "redis"` (and only then), the Redis to use: `redis://[:password@]host:port/db`,
+    `rediss://...` (TLS) or `unix:///path.sock`. May hold a password: never printed or logged.
+    Environment: `BUTTON_SIDECAR_REDIS_URL`. Default: unset. Example: `"redis://redis.internal:6379/0"`."""
+    redis_key_prefix: str = "button-sidecar:"
+    """Prefix of every Redis key the sidecar writes; sidecars that share state use the same one.
+    Default: `"button-sidecar:"`. Example: `"shop-eu:"`."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "window_secs")
+        # The messages never quote the URL: it may hold a password.
+        if self.store == "redis":
+            url = "" if self.redis_url is None else self.redis_url.reveal()
+            _check(bool(url), "redis_url", 'is required with store = "redis"')
+            _check(
+                url.startswith(("redis://", "rediss://", "unix://")),
+                "redis_url",
+                "must start with redis://, rediss:// or unix://, e.g. redis://localhost:6379/0",
+            )
+        else:
+            _check(self.redis_url is None, "redis_url", 'is only used with store = "redis"; set that or unset this')
+        _check(
+            bool(self.redis_key_prefix) and self.redis_key_prefix.isprintable(),
+            "redis_key_prefix",
+            "must be printable and not empty",
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TransformOptions:
     """`[transform]`: how mParticle batches map to Button requests (the Rust core's `TransformConfig`)."""
 
@@ -305,7 +387,8 @@ class SidecarConfig:
     """The whole configuration: top-level settings and one section per part."""
 
     state_dir: Path = Path("./var/button-sidecar")
-    """Directory of the outbox and order ledger (SQLite); created if missing; one process at a time.
+    """Directory of the outbox and, with `attribution.store = "sqlite"`, the order ledger and attribution store
+    (SQLite); created if missing; one process at a time.
     Environment: `BUTTON_SIDECAR_STATE_DIR`. Default: `"./var/button-sidecar"`. Example: `"/var/lib/button-sidecar"`."""
     log_level: LogLevel = "info"
     """Least severe log level written to stderr: `"debug"`, `"info"`, `"warning"` or `"error"`.
@@ -324,16 +407,25 @@ class SidecarConfig:
     transform: TransformOptions = field(default_factory=TransformOptions)
     """`[transform]`: the mapping options. Default: its fields' defaults.
     Example: `[transform]` then `default_currency = "EUR"`."""
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    """`[filters]`: whole batches not forwarded. Default: its fields' defaults.
+    Example: `[filters]` then `forward_environments = "production"`."""
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    """`[attribution]`: the attribution window and store. Default: its fields' defaults.
+    Example: `[attribution]` then `store = "redis"`."""
 
     def __post_init__(self) -> None:
         _check(self.log_level in ("debug", "info", "warning", "error"), "log_level", "must be debug|info|warning|error")
 
-    def pipeline_settings(self, api_key: str, button_base_url: str) -> PipelineSettings:
-        """The pipeline's settings, delivering to `button_base_url` as `api_key` (the sandbox's, when embedded)."""
+    def pipeline_settings(self, api_key: str, button_base_url: str, app_base_url: str) -> PipelineSettings:
+        """The pipeline's settings, delivering to `button_base_url` as `api_key` and app signals to
+        `app_base_url` (the sandbox's URL and key, when embedded)."""
+        attribution = self.attribution
         return PipelineSettings(
             state_dir=self.state_dir,
             api_key=api_key,
             button_base_url=button_base_url,
+            app_base_url=app_base_url,
             max_queue_rows=self.outbox.max_requests,
             max_queue_bytes=self.outbox.max_bytes,
             when_full=self.outbox.when_full,
@@ -342,6 +434,11 @@ class SidecarConfig:
             request_timeout_secs=self.delivery.request_timeout_secs,
             retry=self.delivery.retry.policy(),
             dedupe_window_secs=self.outbox.dedupe_window_secs,
+            forward_environments=self.filters.forward_environments,
+            attribution_window_secs=attribution.window_secs,
+            store_backend=attribution.store,
+            redis_url=None if attribution.redis_url is None else attribution.redis_url.reveal(),
+            redis_key_prefix=attribution.redis_key_prefix,
         )
 
 

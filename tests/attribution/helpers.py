@@ -1,16 +1,24 @@
-"""mParticle batches of one app user (deep links, identities, consent), and a two-host fleet of pipelines."""
+"""mParticle batches of one app user (deep links, identities, consent), a two-host fleet of pipelines, and a
+private `redis-server`."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+import redis
 from button_sidecar import TransformConfig
 from button_sidecar.pipeline import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.conftest import Sandbox
 from tests.pipeline.helpers import request_log, running, settings
@@ -21,6 +29,7 @@ APP_ID = "app-7a1e5c0d1e9f3b2a"
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
+_REDIS_STARTUP_TIMEOUT_S = 10.0
 
 
 def now_ms() -> int:
@@ -99,3 +108,66 @@ async def requests_for(sandbox: Sandbox, *order_ids: str) -> list[tuple[object, 
     return [
         (r["method"], r["path"]) for r in log if r["order_id"] in order_ids or str(r["path"]).startswith("/v1/app/")
     ]
+
+
+@dataclass
+class RedisServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        """Stop it (idempotent): SIGTERM, then SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextmanager
+def redis_server(workdir: Path, password: str | None = None) -> Iterator[RedisServer]:
+    """A private `redis-server` on a free loopback port, without persistence (and with `password` required when
+    given; the URL then carries it); stopped on leaving."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is not installed; `make redis-server-installed` installs Debian's package")
+    port = _free_port()
+    command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    if password is not None:
+        command += ["--requirepass", password]
+    log_path = workdir / "redis.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([*command, "--dir", str(workdir)], stdout=log, stderr=subprocess.STDOUT)
+    server = RedisServer(f"redis://{'' if password is None else f':{password}@'}127.0.0.1:{port}/0", process)
+    try:
+        _wait_for_ping(process, port, password, log_path)
+        yield server
+    finally:
+        server.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_for_ping(process: subprocess.Popen[bytes], port: int, password: str | None, log_path: Path) -> None:
+    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + _REDIS_STARTUP_TIMEOUT_S
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode}:\n{log_path.read_text()}")
+            try:
+                if client.ping():
+                    return
+            except RedisConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
+    finally:
+        client.close()

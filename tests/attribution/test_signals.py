@@ -27,8 +27,8 @@ from tests.attribution.helpers import (
     requests_for,
     user_batch,
 )
-from tests.conftest import Sandbox, SandboxFactory
-from tests.pipeline.helpers import drained, metric, orders_by_id, purchase, running, settings
+from tests.conftest import Sandbox
+from tests.pipeline.helpers import drained, metric, orders_by_id, purchase, request_log, running, settings
 
 FILTERED = "button_sidecar_filtered_batches_total"
 
@@ -99,11 +99,10 @@ def test_batches_filtered_by_consent_are_counted_and_teach_no_token(
 
 
 def test_app_signals_go_to_the_merchant_library_as_the_application_only_when_enabled(
-    tmp_path: Path, sandbox: Sandbox, sandbox_factory: SandboxFactory
+    tmp_path: Path, sandbox: Sandbox
 ) -> None:
-    # This sandbox accepts only Basic auth as the application id (the Merchant Library's credentials), and
-    # the shared one only the API key: each request must reach the right host with the right credentials.
-    app_api = sandbox_factory(api_key=APP_ID)
+    # The sandbox takes app signals authenticated as the application id (the Merchant Library's credentials)
+    # and records which credential each request used: the API key must never go with an app signal.
     on = TransformConfig(forward_app_events=True, forward_activity=True, application_ids={"ios": APP_ID})
 
     async def scenario() -> None:
@@ -111,31 +110,34 @@ def test_app_signals_go_to_the_merchant_library_as_the_application_only_when_ena
         raw = user_batch(
             deep_link("srctok-app", now - 2000), product_view("mug-1", now - 1000), purchase("app-1"), idfa=IDFA
         )
-        config = settings(tmp_path / "on", sandbox, app_base_url=app_api.url)
+        config = settings(tmp_path / "on", sandbox, app_base_url=sandbox.url)
         async with running(config, transform=on) as pipeline:
             result = await pipeline.ingest(raw, received_at_ms=now)
             assert sorted(q.kind for q in result.queued) == ["activity", "app_event", "create_order"]
             await drained(pipeline)
             assert (await pipeline.stats()).dead == 0
-        events = await asyncio.to_thread(app_api.app_events)
+        events = await asyncio.to_thread(sandbox.app_events)
         assert len(events) == 1 and events[0]["application_id"] == APP_ID
         assert [(e["name"], e["source_token"]) for e in _list(events[0]["events"])] == [
             ("btn:deeplink-opened", "srctok-app")
         ]
-        activity = await asyncio.to_thread(app_api.activity)
+        activity = await asyncio.to_thread(sandbox.activity)
         assert [(a["btn_ref"], _dict(a["activity_data"])["name"]) for a in activity] == [
             ("srctok-app", "product-viewed")
         ]
-        assert await requests_for(sandbox, "app-1") == [("POST", "/v1/order")]
+        credentials = {(r["path"], r["auth"]) for r in await request_log(sandbox)}
+        assert credentials == {
+            ("/v1/order", "api_key"),
+            ("/v1/app/events", "application_id"),
+            ("/v1/app/activity", "application_id"),
+        }
         assert (await orders_by_id(sandbox))["app-1"]["btn_ref"] == "srctok-app"
 
-        await asyncio.to_thread(app_api.reset)
         sandbox.reset()
-        async with running(settings(tmp_path / "off", sandbox, app_base_url=app_api.url)) as pipeline:
+        async with running(settings(tmp_path / "off", sandbox, app_base_url=sandbox.url)) as pipeline:
             result = await pipeline.ingest(raw, received_at_ms=now)
             assert [q.kind for q in result.queued] == ["create_order"]
             await drained(pipeline)
-        assert await asyncio.to_thread(app_api.requests) == []
         assert await requests_for(sandbox, "app-1") == [("POST", "/v1/order")]
 
     asyncio.run(scenario())

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from button_sidecar import __version__
-from button_sidecar.pipeline import OutboxFull, Pipeline, PipelineClosed
+from button_sidecar import __version__, hash_email
+from button_sidecar.pipeline import DeliveryEvent, OutboxFull, Pipeline, PipelineClosed
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, SandboxFactory
 from tests.golden import MPARTICLE_DIR
 from tests.pipeline.helpers import (
     EMAIL,
@@ -319,7 +320,10 @@ def test_connection_errors_are_retried(tmp_path: Path, sandbox: Sandbox) -> None
     asyncio.run(scenario())
 
 
-def test_stop_leaves_unfinished_requests_queued_on_disk(tmp_path: Path, sandbox: Sandbox) -> None:
+def test_stop_leaves_unfinished_requests_queued_on_disk(tmp_path: Path, sandbox_factory: SandboxFactory) -> None:
+    # A sandbox of its own: the request it holds back lands after the test, and must not land in another's.
+    sandbox = sandbox_factory()
+
     async def scenario() -> None:
         sandbox.set_faults(latency_ms=3000)
         config = settings(tmp_path, sandbox)
@@ -380,3 +384,42 @@ def test_ingest_many_rejections_and_the_attribution_hook(tmp_path: Path, sandbox
         assert headers["User-Agent"] == f"button-sidecar/{__version__}"
 
     asyncio.run(scenario())
+
+
+def test_delivery_events_report_each_attempt_and_outcome_without_bodies_or_secrets(
+    tmp_path: Path, sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: list[DeliveryEvent] = []
+
+    def broken(event: DeliveryEvent) -> None:
+        raise RuntimeError("a watcher bug")
+
+    async def scenario() -> None:
+        message = f"rejected for {EMAIL}"  # Button's message must not reach a watcher
+        sandbox.set_faults(fail_next=[503], fail_next_order_id="events-1", fail_next_message=message)
+        async with running(settings(tmp_path, sandbox)) as pipeline:
+            pipeline.add_delivery_listener(broken)  # logged and ignored: delivery and other listeners go on
+            pipeline.add_delivery_listener(events.append)
+            await pipeline.ingest(batch(purchase("events-1"), email=EMAIL))
+            await pipeline.ingest(batch(refund("events-unknown")))  # a cancel of an order Button does not know
+            await drained(pipeline)
+
+    with caplog.at_level(logging.ERROR, logger="button_sidecar.pipeline.worker"):
+        asyncio.run(scenario())
+    assert [(e.type, e.kind, e.attempt, e.status) for e in events if e.order_id == "events-1"] == [
+        ("sent", "create_order", 1, None),
+        ("retry_scheduled", "create_order", 1, 503),
+        ("sent", "create_order", 2, None),
+        ("delivered", "create_order", 2, 200),
+    ]
+    retry = next(e for e in events if e.type == "retry_scheduled")
+    assert retry.detail.startswith("HTTP 503; next attempt in ") and retry.detail.endswith(" s")
+    assert [(e.type, e.kind, e.status, e.detail) for e in events if e.order_id == "events-unknown"] == [
+        ("sent", "cancel_order", None, ""),
+        ("dead_lettered", "cancel_order", 404, "unknown_order"),
+    ]
+    for event in events:
+        text = repr(event)
+        assert EMAIL not in text and hash_email(EMAIL) not in text and sandbox.api_key not in text
+        assert "rejected for" not in text
+    assert len([r for r in caplog.records if "A delivery listener failed" in r.getMessage()]) == len(events)

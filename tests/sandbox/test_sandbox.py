@@ -436,6 +436,33 @@ def test_app_events_and_activity_are_stored(sandbox: Sandbox) -> None:
     assert sandbox.activity() == [ACTIVITY]
 
 
+def test_app_routes_also_take_the_bodys_application_id_as_the_basic_user(sandbox: Sandbox) -> None:
+    """As Button's Merchant Library API: the application id authenticates app signals, and only them."""
+    app_id = str(APP_EVENTS["application_id"])
+    assert sandbox.request("POST", "/v1/app/events", APP_EVENTS, api_key=app_id).status == 200
+    assert sandbox.request("POST", "/v1/app/activity", ACTIVITY, api_key=app_id).status == 200
+    with_password = "Basic " + base64.b64encode(f"{app_id}:pw".encode()).decode()
+    for path, body, api_key, authorization in (
+        ("/v1/app/events", APP_EVENTS, "app-another-app", None),  # not the body's application
+        ("/v1/app/events", APP_EVENTS, None, with_password),
+        ("/v1/app/events", {**APP_EVENTS, "application_id": ""}, "", None),
+        ("/v1/order", {**new_order(), "application_id": app_id}, app_id, None),  # not on the Order API
+    ):
+        reply = sandbox.request("POST", path, body, api_key=api_key, authorization=authorization)
+        assert (reply.status, reply.error_message) == (401, "Invalid api_key"), (path, api_key)
+    assert create(sandbox, new_order()).status == 200
+    assert [(r["path"], r["auth"]) for r in sandbox.requests()] == [
+        ("/v1/app/events", "application_id"),
+        ("/v1/app/activity", "application_id"),
+        ("/v1/app/events", None),
+        ("/v1/app/events", None),
+        ("/v1/app/events", None),
+        ("/v1/order", None),
+        ("/v1/order", "api_key"),
+    ]
+    assert sandbox.app_events() == [APP_EVENTS] and sandbox.activity() == [ACTIVITY]
+
+
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [

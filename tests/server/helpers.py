@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,17 +20,28 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 import grpc.aio  # type: ignore[import-untyped]
 import orjson
-from button_sidecar.config import ButtonConfig, DeliveryConfig, GrpcConfig, RetryConfig, Secret, SidecarConfig
+from button_sidecar.config import (
+    ButtonConfig,
+    DeliveryConfig,
+    GrpcConfig,
+    HttpConfig,
+    RetryConfig,
+    Secret,
+    SidecarConfig,
+)
 from button_sidecar.server import Sidecar
 from button_sidecar.v1 import sidecar_pb2 as pb
 from button_sidecar.v1 import sidecar_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 20.0
 READY_PREFIX = "Sidecar listening on "
+# What the HTTP endpoint logs once it listens.
+HTTP_URL_LOG = re.compile(r"Serving the mParticle Events API on (\S+) \(")
 # Retries in tenths of a second, and nothing dies of age during a test.
 FAST_RETRY_TOML = """
 [delivery.retry]
@@ -45,6 +59,8 @@ class SidecarProcess:
 
     process: subprocess.Popen[bytes]
     address: str
+    http_url: str
+    """`http://127.0.0.1:PORT` or `unix:/path`."""
     stdout_path: Path
     stderr_path: Path
     state_dir: Path
@@ -65,32 +81,39 @@ def start_sidecar(
     sandbox: Sandbox,
     *,
     listen: str = "127.0.0.1:0",
+    http_listen: str = "127.0.0.1:0",
     extra_toml: str = "",
     state_dir: Path | None = None,
     embedded_sandbox: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> SidecarProcess:
     """`python -m button_sidecar.cli serve` delivering to `sandbox` (or, with `embedded_sandbox`, without an
-    API key, to the sandbox it starts itself); waits for its ready line."""
+    API key, to the sandbox it starts itself); waits for its ready line. `env` adds environment variables."""
     directory.mkdir(parents=True, exist_ok=True)
     state = state_dir or directory / "state"
     config = write_config(directory, sandbox, extra_toml)
     # The API key goes through the environment, as in production; it must never come back out.
-    env = {
+    environment = {
         **os.environ,
         "BUTTON_API_KEY": "" if embedded_sandbox else sandbox.api_key,
         "BUTTON_SIDECAR_STATE_DIR": str(state),
         "BUTTON_SIDECAR_GRPC_LISTEN": listen,
+        "BUTTON_SIDECAR_HTTP_LISTEN": http_listen,
+        **(env or {}),
     }
     stdout_path, stderr_path = directory / "stdout.log", directory / "stderr.log"
     command = [sys.executable, "-m", "button_sidecar.cli", "serve", "--config", str(config)]
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=directory)
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=environment, cwd=directory)
     try:
         address = _wait_ready(process, stdout_path, stderr_path)
+        # Logged before the ready line is printed.
+        http_url = HTTP_URL_LOG.search(stderr_path.read_text())
+        assert http_url is not None, stderr_path.read_text()
     except BaseException:
         stop_sidecar(process)
         raise
-    return SidecarProcess(process, address, stdout_path, stderr_path, state)
+    return SidecarProcess(process, address, http_url.group(1), stdout_path, stderr_path, state)
 
 
 def _wait_ready(process: subprocess.Popen[bytes], stdout_path: Path, stderr_path: Path) -> str:
@@ -131,6 +154,30 @@ def stub_for(target: str) -> Iterator[Any]:
     """A blocking `SidecarStub` on `target`."""
     with grpc.insecure_channel(target) as channel:
         yield sidecar_pb2_grpc.SidecarStub(channel)
+
+
+def http_call(
+    url: str, method: str = "GET", body: bytes | None = None, headers: Mapping[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One blocking HTTP request (urllib): status, headers and body, also for an error status."""
+    request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, dict(error.headers), error.read()
+
+
+def metric_samples(http_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """`GET /metrics` of a running sidecar: value by (sample name, sorted labels)."""
+    status, _, raw = http_call(f"{http_url}/metrics")
+    assert status == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(raw.decode())
+        for sample in family.samples
+    }
 
 
 def health_status(target: str, service: str = "") -> int:
@@ -237,11 +284,12 @@ def make_certificates(directory: Path) -> dict[str, Path]:
 
 
 def config_for(state_dir: Path, sandbox: Sandbox, **grpc_changes: Any) -> SidecarConfig:
-    """A config delivering to `sandbox` from `state_dir`, listening on a free loopback port."""
+    """A config delivering to `sandbox` from `state_dir`, serving gRPC and HTTP on free loopback ports."""
     return SidecarConfig(
         state_dir=state_dir,
         button=ButtonConfig(api_key=Secret(sandbox.api_key), base_url=sandbox.url),
         grpc=replace(GrpcConfig(listen="127.0.0.1:0"), **grpc_changes),
+        http=HttpConfig(listen="127.0.0.1:0"),
         delivery=DeliveryConfig(
             shutdown_deadline_secs=0.5,
             retry=RetryConfig(max_attempts=3, initial_backoff_secs=0.05, max_backoff_secs=0.4, max_age_secs=60),
@@ -250,9 +298,9 @@ def config_for(state_dir: Path, sandbox: Sandbox, **grpc_changes: Any) -> Sideca
 
 
 @asynccontextmanager
-async def running_in_process(config: SidecarConfig, **options: Any) -> AsyncIterator[tuple[Sidecar, Any]]:
+async def running_in_process(config: SidecarConfig) -> AsyncIterator[tuple[Sidecar, Any]]:
     """A started `Sidecar` and an aio `SidecarStub` connected to it (plaintext)."""
-    sidecar = Sidecar(config, **options)
+    sidecar = Sidecar(config)
     await sidecar.start()
     try:
         async with grpc.aio.insecure_channel(sidecar.address) as channel:

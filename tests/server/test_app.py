@@ -1,8 +1,10 @@
-"""The sidecar in-process: back-pressure and health, auth, TLS, draining, the embedded sandbox, the attribution seam."""
+"""The sidecar in-process: back-pressure and health, auth, TLS, draining, the embedded sandbox, the HTTP endpoint."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -12,14 +14,16 @@ import aiohttp
 import grpc  # type: ignore[import-untyped]
 import grpc.aio  # type: ignore[import-untyped]
 import pytest
-from button_sidecar.config import ButtonConfig, OutboxConfig, Secret
-from button_sidecar.server import KnownAttribution, Sidecar
+from button_sidecar.config import ButtonConfig, HttpConfig, OutboxConfig, Secret, TransformOptions
+from button_sidecar.server import Sidecar, StartupError
 from button_sidecar.v1 import sidecar_pb2 as pb
 from button_sidecar.v1 import sidecar_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 
+from tests.attribution.helpers import APP_ID, IDFA, deep_link, now_ms, user_batch
 from tests.conftest import Sandbox
 from tests.server.helpers import config_for, ingest_json, make_certificates, purchase_batch, running_in_process
+from tests.server.http_helpers import basic, call
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -151,49 +155,102 @@ def test_draining_refuses_new_calls_and_reports_not_serving(tmp_path: Path, sand
             stopping = asyncio.create_task(sidecar.stop())
             await asyncio.sleep(0.1)
             assert await health_of(channel) == NOT_SERVING
-            for call in (stub.Ingest(ingest_json(purchase_batch("drain-2"))), stub.GetStats(pb.GetStatsRequest())):
-                error = await rpc_error(call)
+            for refused_call in (
+                stub.Ingest(ingest_json(purchase_batch("drain-2"))),
+                stub.GetStats(pb.GetStatsRequest()),
+            ):
+                error = await rpc_error(refused_call)
                 assert (error.code(), error.details()) == (
                     grpc.StatusCode.UNAVAILABLE,
                     "the sidecar is shutting down; retry later or elsewhere",
                 )
+            refused = await call(sidecar.http_url, "POST", "/v2/events", purchase_batch("drain-3"))
+            assert (refused.status, refused.errors[0]["code"]) == (503, "SERVICE_UNAVAILABLE")
+            assert (await call(sidecar.http_url, "GET", "/healthz")).json["reasons"] == ["draining"]
             await stopping
         assert [o["order_id"] for o in sandbox.orders()] == ["drain-1"]  # the in-flight delivery finished
+        with pytest.raises(aiohttp.ClientConnectionError):  # stopped with the rest
+            await call(sidecar.http_url, "GET", "/healthz")
 
     asyncio.run(scenario())
 
 
-def test_without_an_api_key_it_delivers_to_an_embedded_sandbox(tmp_path: Path, sandbox: Sandbox) -> None:
-    config = config_for(tmp_path, sandbox)
-    config = replace(config, button=ButtonConfig(base_url="https://api.usebutton.com"))
+def test_without_an_api_key_it_delivers_to_an_embedded_sandbox_app_signals_too(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    config = replace(
+        config_for(tmp_path, sandbox),
+        # Neither URL is used: with the embedded sandbox everything goes there.
+        button=ButtonConfig(base_url="https://api.usebutton.com", app_base_url="http://127.0.0.1:9"),
+        transform=TransformOptions(forward_app_events=True, application_ids={"ios": APP_ID}),
+    )
 
     async def scenario() -> None:
         async with running_in_process(config) as (_, stub):
             await stub.Ingest(ingest_json(purchase_batch("embedded-1")))
+            opened = await stub.Ingest(ingest_json(user_batch(deep_link("srctok-embedded", now_ms()), idfa=IDFA)))
+            assert [q.kind for q in opened.queued] == ["app_event"]
             stats = await stub.GetStats(pb.GetStatsRequest())
             assert stats.button_base_url.startswith("http://127.0.0.1:") and stats.button_reachable
             async with aiohttp.ClientSession() as session:
 
+                async def admin(what: str) -> Any:
+                    async with session.get(f"{stats.button_base_url}/__admin/{what}") as response:
+                        return await response.json()
+
                 async def arrived() -> bool:
-                    async with session.get(f"{stats.button_base_url}/__admin/orders") as response:
-                        return [o["order_id"] for o in await response.json()] == ["embedded-1"]
+                    orders, app_events = await admin("orders"), await admin("app_events")
+                    return [o["order_id"] for o in orders] == ["embedded-1"] and len(app_events) == 1
 
-                await eventually(arrived, what="the order at the embedded sandbox")
-        assert sandbox.orders() == []
+                await eventually(arrived, what="the order and the app event at the embedded sandbox")
+                assert {(r["path"], r["status"], r["auth"]) for r in await admin("requests")} == {
+                    ("/v1/order", 200, "api_key"),
+                    ("/v1/order/button-sidecar-reachability-probe", 404, "api_key"),  # GetStats' probe
+                    ("/v1/app/events", 200, "application_id"),
+                }
+            assert (await stub.GetStats(pb.GetStatsRequest())).dead_letters == 0
+        assert sandbox.orders() == [] and sandbox.app_events() == []
 
     asyncio.run(scenario())
 
 
-class _Attributions:
-    async def latest(self, user_key: str) -> KnownAttribution | None:
-        return KnownAttribution("srctok-abc123", 1_714_592_744_066) if user_key == "mpid:42" else None
+def test_http_beside_grpc_on_a_unix_socket_with_basic_auth(tmp_path: Path, sandbox: Sandbox, socket_dir: Path) -> None:
+    path = socket_dir / "http.sock"
+    http = HttpConfig(listen=f"unix:{path}", api_key=Secret("mp-key"), api_secret=Secret("mp-secret"))
+    config = replace(config_for(tmp_path, sandbox), http=http)
 
-
-def test_get_attribution_answers_from_the_lookup_it_is_given(tmp_path: Path, sandbox: Sandbox) -> None:
     async def scenario() -> None:
-        async with running_in_process(config_for(tmp_path, sandbox), attribution=_Attributions()) as (_, stub):
-            found = await stub.GetAttribution(pb.GetAttributionRequest(user_key="mpid:42"))
-            assert (found.found, found.btn_ref, found.timestamp_ms) == (True, "srctok-abc123", 1_714_592_744_066)
-            assert not (await stub.GetAttribution(pb.GetAttributionRequest(user_key="mpid:43"))).found
+        async with running_in_process(config) as (sidecar, stub):
+            assert sidecar.http_url == f"unix:{path}"
+            send = functools.partial(call, "http://sidecar", "POST", "/v2/events", purchase_batch("unix-http-1"))
+            assert (await send(connector=aiohttp.UnixConnector(str(path)))).status == 401
+            right = basic("mp-key", "mp-secret")
+            assert (await send(authorization=right, connector=aiohttp.UnixConnector(str(path)))).status == 202
+            await eventually(lambda: _delivered(stub, "unix-http-1"), what="the order delivered")
+        assert [o["order_id"] for o in sandbox.orders()] == ["unix-http-1"]
 
     asyncio.run(scenario())
+
+
+async def _delivered(stub: Any, order_id: str) -> bool:
+    status = await stub.GetOrder(pb.GetOrderRequest(order_id=order_id))
+    return bool(status.state == pb.OrderStatus.DELIVERED)
+
+
+def test_an_http_address_in_use_stops_startup_with_a_clear_message(tmp_path: Path, sandbox: Sandbox) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        config = replace(config_for(tmp_path, sandbox), http=HttpConfig(listen=address))
+
+        async def scenario() -> None:
+            sidecar = Sidecar(config)
+            with pytest.raises(StartupError) as raised:
+                await sidecar.start()
+            assert str(raised.value).startswith(f"cannot listen on {address} (http.listen): ")
+            # Everything started before is released: the same state directory starts again at once.
+            async with running_in_process(config_for(tmp_path, sandbox)) as (_, stub):
+                assert (await stub.GetStats(pb.GetStatsRequest())).button_reachable
+
+        asyncio.run(scenario())

@@ -14,14 +14,17 @@ from button_sidecar.v1 import sidecar_pb2 as pb
 from grpc_health.v1 import health_pb2  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc  # type: ignore[import-untyped]
 
+from tests.attribution.helpers import MINUTE_MS, deep_link, now_ms, user_batch
 from tests.conftest import Sandbox
 from tests.golden import case_input, golden_cases
+from tests.pipeline.helpers import batch, purchase
 from tests.server.helpers import (
     EMAIL,
     SidecarProcess,
     full_refund_batch,
     health_status,
     ingest_json,
+    metric_samples,
     orders_arrive,
     purchase_batch,
     running_process,
@@ -230,13 +233,46 @@ def test_stats_count_batches_deliveries_and_reachability(sidecar: SidecarProcess
     assert after.button_reachable and after.button_base_url == sandbox.url
 
 
-def test_attribution_lookup_finds_nothing_until_there_is_a_store(stub: Any) -> None:
-    answer = stub.GetAttribution(pb.GetAttributionRequest(user_key="mpid:7346244611012968789"), timeout=5)
-    assert not answer.found and answer.btn_ref == ""
+def test_get_attribution_answers_from_the_store_a_deep_link_taught(
+    sidecar: SidecarProcess, sandbox: Sandbox, stub: Any
+) -> None:
+    mpid, opened = 5550001, now_ms() - MINUTE_MS
+    taught = stub.Ingest(ingest_json(user_batch(deep_link("srctok-grpc1", opened), mpid=mpid)), timeout=5)
+    assert (taught.counts.accepted, taught.counts.skipped) == (0, 0)
+    found = stub.GetAttribution(pb.GetAttributionRequest(user_key=f"mpid:{mpid}"), timeout=5)
+    assert (found.found, found.btn_ref, found.timestamp_ms) == (True, "srctok-grpc1", opened)
+    # A purchase of the same user without a token of its own, in a later batch, is credited with it.
+    assert stub.Ingest(ingest_json(user_batch(purchase("attributed-1"), mpid=mpid)), timeout=5).counts.accepted == 1
+    assert orders_arrive(sandbox, ["attributed-1"])["attributed-1"]["btn_ref"] == "srctok-grpc1"
+
+    unknown = stub.GetAttribution(pb.GetAttributionRequest(user_key=f"mpid:{mpid + 1}"), timeout=5)
+    assert (unknown.found, unknown.btn_ref, unknown.timestamp_ms) == (False, "", 0)
     for bad in ("", "mpid:", "email:jane@example.com"):
         error = rpc_error(stub.GetAttribution, pb.GetAttributionRequest(user_key=bad), timeout=5)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "user_key: must be one of mpid:<id>" in error.details()
+
+
+def test_rejections_and_batches_over_grpc_are_counted_in_the_pipelines_metrics(
+    sidecar: SidecarProcess, stub: Any
+) -> None:
+    """The same counters as over HTTP (`/metrics` of the same process), unusable payloads included."""
+    unaddressed = purchase("x")
+    del unaddressed["data"]["product_action"]["transaction_id"]
+    before, stats_before = metric_samples(sidecar.http_url), stub.GetStats(pb.GetStatsRequest(), timeout=10)
+    response = stub.Ingest(ingest_json(batch(purchase("counted-1"), unaddressed)), timeout=5)
+    assert (response.counts.accepted, response.counts.rejected) == (1, 1)
+    assert rpc_error(stub.Ingest, ingest_json(b"{not json"), timeout=5).code() == grpc.StatusCode.INVALID_ARGUMENT
+    after, stats_after = metric_samples(sidecar.http_url), stub.GetStats(pb.GetStatsRequest(), timeout=10)
+
+    def added(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert added("button_sidecar_rejected_events_total", code="missing_order_id") == 1
+    assert added("button_sidecar_rejected_events_total", code="invalid_json") == 1
+    assert added("button_sidecar_received_batches_total") == 2
+    assert stats_after.received_batches == stats_before.received_batches + 2
 
 
 def test_watch_shows_a_batch_coming_in_and_its_order_going_out_without_pii(
@@ -261,7 +297,9 @@ def test_watch_shows_a_batch_coming_in_and_its_order_going_out_without_pii(
 
         wait_for(subscribed, what="the Watch stream to start")
         stub.Ingest(ingest_json(purchase_batch("watch-1", email=EMAIL, source_request_id="watch-req-1")), timeout=5)
-        wait_for(lambda: any(e.type == "queued" and e.order_id == "watch-1" for e in events), what="the order queued")
+        wait_for(
+            lambda: any(e.type == "delivered" and e.order_id == "watch-1" for e in events), what="the order delivered"
+        )
     finally:
         stream.cancel()
         collector.join()
@@ -270,6 +308,12 @@ def test_watch_shows_a_batch_coming_in_and_its_order_going_out_without_pii(
     (queued,) = [e for e in events if e.type == "queued" and e.order_id == "watch-1"]
     assert (queued.kind, queued.source_request_id) == ("create_order", "watch-req-1") and queued.time_ms > 0
     assert any(e.type == "rejected" and e.detail == "invalid_batch at $" for e in events)
+    going_out = [(e.type, e.kind, e.attempt, e.status) for e in events if e.order_id == "watch-1"]
+    assert going_out == [
+        ("queued", "create_order", 0, 0),
+        ("sent", "create_order", 1, 0),
+        ("delivered", "create_order", 1, 200),
+    ]
     for event in events:
         wire, text = event.SerializeToString(), str(event)
         for secret in (EMAIL, EMAIL.lower(), sandbox.api_key):

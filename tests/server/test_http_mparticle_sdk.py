@@ -1,27 +1,46 @@
-"""mParticle's official Python SDK (`mparticle` 0.16.1), unchanged but for its host, against the HTTP endpoint.
+"""mParticle's official Python SDK (`mparticle` 0.16.1), unchanged but for its host, against the HTTP endpoint:
+in-process over a pipeline, and in a `button-sidecar serve` subprocess beside gRPC.
 
-The SDK is synchronous (urllib3), so its calls run in a thread while the endpoint serves on the event loop.
+The SDK is synchronous (urllib3): in-process, its calls run in a thread while the endpoint serves on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import urllib.error
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc  # type: ignore[import-untyped]
 import mparticle  # type: ignore[import-untyped]
 import orjson
 import pytest
 from button_sidecar import hash_email
+from button_sidecar.v1 import sidecar_pb2 as pb
+from grpc_health.v1 import health_pb2  # type: ignore[import-untyped]
 from mparticle.rest import ApiException  # type: ignore[import-untyped]
 
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, SandboxFactory
 from tests.pipeline.helpers import EMAIL, PURCHASE_MS, metric, orders_by_id, request_log, wait_until
-from tests.server.http_helpers import http_sidecar
+from tests.server.helpers import (
+    health_status,
+    http_call,
+    ingest_json,
+    metric_samples,
+    orders_arrive,
+    purchase_batch,
+    start_sidecar,
+    stop_sidecar,
+    stub_for,
+    wait_for,
+)
+from tests.server.http_helpers import basic, http_sidecar
 
 KEY, SECRET = "mp-server-key", "mp-server-secret"
+DELIVERED = ("button_sidecar_delivered_requests_total", (("kind", "create_order"),))
 
 
 @contextmanager
@@ -132,3 +151,67 @@ def test_the_sdk_gets_403_for_a_wrong_secret(tmp_path: Path, sandbox: Sandbox) -
             assert (await sidecar.pipeline.stats()).queued == 0
 
     asyncio.run(scenario())
+
+
+def test_serve_takes_the_sdk_over_http_beside_grpc_and_sigterm_drains_both(
+    tmp_path: Path, sandbox_factory: SandboxFactory
+) -> None:
+    """One `button-sidecar serve`: the SDK over HTTP (Basic auth from the environment) and the gRPC client side by
+    side, `/healthz` and `/metrics` on the same process, and a drain that refuses both cleanly."""
+    # A sandbox of its own: the request it holds back while the sidecar drains lands after this test.
+    sandbox = sandbox_factory()
+    credentials = {"BUTTON_SIDECAR_HTTP_API_KEY": KEY, "BUTTON_SIDECAR_HTTP_API_SECRET": SECRET}
+    drain = "[delivery]\nshutdown_deadline_secs = 2\n"
+    process = start_sidecar(tmp_path, sandbox, extra_toml=drain, env=credentials)
+    try:
+        assert process.http_url.startswith("http://127.0.0.1:")
+        with events_api(f"{process.http_url}/v2") as api:
+            _, status, _ = api.upload_events(commerce_batch("purchase", "serve-http-1", [product("sku-1", 12.5, 2)]))
+        assert status == 202
+        with stub_for(process.address) as stub:
+            assert stub.Ingest(ingest_json(purchase_batch("serve-grpc-1")), timeout=5).counts.accepted == 1
+        orders = orders_arrive(sandbox, ["serve-http-1", "serve-grpc-1"])
+        assert (orders["serve-http-1"]["total"], orders["serve-grpc-1"]["total"]) == (2500, 2000)
+
+        status, _, body = http_call(f"{process.http_url}/healthz")
+        assert (status, orjson.loads(body)["status"]) == (200, "serving")
+        wait_for(lambda: metric_samples(process.http_url).get(DELIVERED) == 2, what="both deliveries in the metrics")
+        samples = metric_samples(process.http_url)
+        assert samples[("button_sidecar_http_requests_total", (("path", "/v2/events"), ("status", "202")))] == 1
+        assert samples[("button_sidecar_received_batches_total", ())] == 2
+
+        # A delivery is still in flight at Button when SIGTERM comes: the drain waits for it, refusing new work.
+        sandbox.set_faults(latency_ms=4000)
+        with stub_for(process.address) as stub:
+            stub.Ingest(ingest_json(purchase_batch("serve-slow")), timeout=5)
+            wait_for(
+                lambda: (
+                    stub.GetOrder(pb.GetOrderRequest(order_id="serve-slow"), timeout=5).state
+                    == pb.OrderStatus.IN_FLIGHT
+                ),
+                what="the delivery under way",
+            )
+            process.process.send_signal(signal.SIGTERM)
+            wait_for(lambda: http_call(f"{process.http_url}/healthz")[0] == 503, what="/healthz draining")
+            status, _, body = http_call(f"{process.http_url}/healthz")
+            assert orjson.loads(body) == {"status": "not_serving", "reasons": ["draining"]}
+            auth = {"Authorization": basic(KEY, SECRET), "Content-Type": "application/json"}
+            status, headers, body = http_call(
+                f"{process.http_url}/v2/events", "POST", purchase_batch("serve-late"), auth
+            )
+            assert (status, headers["Retry-After"]) == (503, "1")
+            assert orjson.loads(body)["errors"][0]["code"] == "SERVICE_UNAVAILABLE"
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Ingest(ingest_json(purchase_batch("serve-late-grpc")), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert health_status(process.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert process.process.wait(timeout=10) == 0
+    finally:
+        stop_sidecar(process.process)
+    with pytest.raises(urllib.error.URLError):  # both servers are gone
+        http_call(f"{process.http_url}/healthz")
+    output = process.output()
+    assert "Shutting down" in output and f"Serving the mParticle Events API on {process.http_url}" in output
+    for secret in (sandbox.api_key, KEY, SECRET):
+        assert secret not in output
+    assert "serve-late" not in {str(o["order_id"]) for o in sandbox.orders()}

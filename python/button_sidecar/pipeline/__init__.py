@@ -30,11 +30,11 @@ from button_sidecar.pipeline.ingest import (
 )
 from button_sidecar.pipeline.ledger import LedgerOrder, OrderLedger, SqliteOrderLedger
 from button_sidecar.pipeline.outbox import Outbox, OutboxFull, OutboxLocked
-from button_sidecar.pipeline.records import DeadLetter, KeyStatus, OutboxStats
+from button_sidecar.pipeline.records import DeadLetter, EnqueueResult, KeyStatus, OutboxStats
 from button_sidecar.pipeline.redis_store import RedisAttributionStore, RedisOrderLedger, StoreUnavailable
 from button_sidecar.pipeline.retry import RetryPolicy
 from button_sidecar.pipeline.settings import ForwardEnvironments, PipelineSettings, StoreBackend
-from button_sidecar.pipeline.worker import DeliveryWorker
+from button_sidecar.pipeline.worker import DeliveryEvent, DeliveryListener, DeliveryWorker
 from button_sidecar.telemetry.metrics import (
     ATTRIBUTION_FOUND,
     ATTRIBUTION_NOT_FOUND,
@@ -47,6 +47,8 @@ __all__ = [
     "AttributionLookup",
     "AttributionStore",
     "DeadLetter",
+    "DeliveryEvent",
+    "DeliveryListener",
     "ForwardEnvironments",
     "IngestResult",
     "KeyStatus",
@@ -113,6 +115,8 @@ class Pipeline:
       outbox, and app events without a Button application id (they cannot be authenticated).
     - When the outbox is full, `ingest` raises `OutboxFull` (or waits, with `when_full="block"`); nothing
       accepted earlier is dropped.
+    - Counted here, so whichever server a batch came through: every batch and event handed in (unusable ones
+      too: `IngestResult.unusable`, nothing queued), and every rejection by code.
 
     Attribution: the tokens a batch teaches (deep links) are written to the attribution store for the batch
     user's keys before the next batch of the same call is planned, and a create without a `btn_ref` of its
@@ -173,6 +177,12 @@ class Pipeline:
     @property
     def registry(self) -> CollectorRegistry:
         return self.metrics.registry
+
+    def add_delivery_listener(self, listener: DeliveryListener) -> None:
+        """Call `listener` with a `DeliveryEvent` for every attempt sent and every outcome recorded
+        (delivered, retry scheduled, dead-lettered). It runs on the event loop and must be quick; what it
+        raises is logged and ignored."""
+        self._worker.add_listener(listener)
 
     async def start(self) -> None:
         """Open the outbox, ledger and attribution store, queue again what a crash left in flight, and start
@@ -251,6 +261,7 @@ class Pipeline:
         lookup = self.attribution_lookup or (lambda keys: self._stored_btn_ref(keys, now_ms))
         decided: list[tuple[TransformResult, str | None, str | None]] = []
         for result in results:
+            self.metrics.received_batches.inc()
             self.metrics.received_events.inc(result.event_count)
             filtered = filter_reason(result, self.settings.forward_environments)
             stored_btn_ref = None
@@ -272,9 +283,16 @@ class Pipeline:
         creates = {r.order_id for result in results for r in result.requests if r.kind == "create_order"}
         in_ledger = await self._ledger.known(creates)
         plans = [plan_batch(result, in_ledger, filtered, btn_ref) for result, filtered, btn_ref in decided]
-        enqueued = await self._outbox.enqueue_many([(plan.items, plan.result.source_request_id) for plan in plans])
+        batches = [(plan.items, plan.result.source_request_id) for plan in plans]
+        if any(items or batch_key is not None for items, batch_key in batches):
+            enqueued = await self._outbox.enqueue_many(batches)
+        else:  # nothing to store or remember (e.g. unusable payloads only): no transaction, no fsync
+            enqueued = [EnqueueResult(duplicate_batch=False, seqs=()) for _ in plans]
         ingested = [ingest_result(plan, outcome) for plan, outcome in zip(plans, enqueued, strict=True)]
         for outcome in ingested:
+            # Counted once accepted, so a call refused as a whole (outbox full) and sent again counts once.
+            for rejection in outcome.rejections:
+                self.metrics.rejected_events.labels(code=rejection.code).inc()
             for queued in outcome.queued:
                 self.metrics.outbox_enqueued_requests.labels(kind=queued.kind).inc()
             if outcome.duplicate_batch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import orjson
 
@@ -15,6 +16,10 @@ from button_sidecar.pipeline.settings import ForwardEnvironments
 AttributionLookup = Callable[[Sequence[str]], Awaitable[str | None]]
 """Given a batch user's keys (`mpid:...`, `customer_id:...`, `idfa:...`), the `btn_ref` to credit an order
 with that carries none of its own, or None."""
+
+#: Batch-level rejection codes that make the payload unusable as a whole (not JSON, not a batch, not a valid
+#: protobuf message): a single-batch call fails with them (gRPC INVALID_ARGUMENT, HTTP 400).
+UNUSABLE_CODES: Final = frozenset({"invalid_json", "invalid_batch", "invalid_protobuf"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,16 @@ class IngestResult:
     """btn_ref tokens the batch taught, now in the attribution store."""
     source_request_id: str | None
 
+    @property
+    def unusable(self) -> Rejection | None:
+        """The rejection that makes the whole payload unusable (see `UNUSABLE_CODES`), or None."""
+        return unusable_rejection(self.rejections)
+
+
+def unusable_rejection(rejections: Sequence[Rejection]) -> Rejection | None:
+    """The batch-level rejection among `rejections` with one of the `UNUSABLE_CODES`, or None."""
+    return next((r for r in rejections if r.event_index < 0 and r.code in UNUSABLE_CODES), None)
+
 
 @dataclass(frozen=True, slots=True)
 class PlannedBatch:
@@ -77,6 +92,8 @@ def filter_reason(result: TransformResult, forward_environments: ForwardEnvironm
     """
     if result.filtered is not None:
         return result.filtered
+    if unusable_rejection(result.rejections) is not None:
+        return None  # no batch, so no environment: nothing to filter
     environment = "development" if (result.environment or "").strip().lower() == "development" else "production"
     if forward_environments not in ("both", environment):
         return "environment"

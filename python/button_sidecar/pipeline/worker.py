@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Literal, Protocol
 
 from button_sidecar.pipeline.concurrency import OVERLOAD_STATUSES, AdaptiveConcurrency
 from button_sidecar.pipeline.outbox import Outbox
@@ -23,6 +23,34 @@ logger = logging.getLogger(__name__)
 
 # Even with nothing to do, look at the outbox this often (and refresh the depth gauges).
 _IDLE_POLL_SECS = 1.0
+# A delivery event's detail is a reason, not a message: an error text longer than this is cut.
+_MAX_DETAIL_CHARS: Final = 200
+
+DeliveryEventType = Literal["sent", "delivered", "retry_scheduled", "dead_lettered"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryEvent:
+    """One step of a request's delivery, for watchers: ids, kind, status and a short reason only; never a
+    body, an email or its hash, the receiver's message or the API key."""
+
+    type: DeliveryEventType
+    """`sent` (an attempt goes out), then `delivered`, `retry_scheduled` or `dead_lettered` (its outcome,
+    reported once the outbox recorded it)."""
+    order_id: str
+    """Empty for activity and app events."""
+    kind: str
+    """The request kind as sent (a partial refund is sent as `update_order` or `cancel_order`)."""
+    attempt: int
+    """This attempt's number, from 1 (1 again after a dead letter is replayed)."""
+    status: int | None
+    """The receiver's HTTP status, when it answered."""
+    detail: str
+    """`sent`: empty. `delivered`: `duplicate` when the receiver already had the request. `retry_scheduled`:
+    the failure (`HTTP 503`, `timed out`, ...) and the wait. `dead_lettered`: the dead-letter reason."""
+
+
+DeliveryListener = Callable[[DeliveryEvent], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +117,25 @@ class DeliveryWorker:
         self._loop_task: asyncio.Task[None] | None = None
         self._in_flight: dict[asyncio.Task[None], int] = {}
         self._last_gauges = 0.0
+        self._listeners: list[DeliveryListener] = []
         outbox.on_work(self._wake.set)
+
+    def add_listener(self, listener: DeliveryListener) -> None:
+        """Call `listener` on the event loop with every `DeliveryEvent`; it must be quick, and what it raises
+        is logged and ignored (watching never holds up or breaks delivery)."""
+        self._listeners.append(listener)
+
+    def _emit(
+        self, type_: DeliveryEventType, row: OutboxRow, kind: str, status: int | None = None, detail: str = ""
+    ) -> None:
+        if not self._listeners:
+            return
+        event = DeliveryEvent(type_, row.order_key or "", kind, row.attempts + 1, status, detail[:_MAX_DETAIL_CHARS])
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("A delivery listener failed on a %s event.", type_)
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="delivery-worker")
@@ -165,6 +211,7 @@ class DeliveryWorker:
                 kind = prepared.kind
                 if prepared != Request.of(row):
                     await self._outbox.rewrite(row.seq, prepared.kind, prepared.method, prepared.path, prepared.body)
+                self._emit("sent", row, kind)
                 outcome = await self._service.send(row, prepared)
                 if isinstance(outcome, Delivered):
                     await self._service.delivered(row, prepared, outcome)
@@ -184,6 +231,7 @@ class DeliveryWorker:
         if isinstance(outcome, Delivered):
             await self._outbox.ack(row.seq, outcome.status)
             self._metrics.delivered_requests.labels(kind=kind).inc()
+            self._emit("delivered", row, kind, outcome.status, "duplicate" if outcome.duplicate else "")
             return
         attempts = row.attempts + 1
         if isinstance(outcome, Reject):
@@ -198,6 +246,9 @@ class DeliveryWorker:
         delay = self._policy.backoff(attempts, outcome.retry_after_secs)
         await self._outbox.reschedule(row.seq, now + delay, outcome.error, outcome.status, outcome.response)
         self._metrics.delivery_retries.inc()
+        # With an HTTP answer, its status only: an error text may then quote the receiver's message.
+        failure = outcome.error if outcome.status is None else f"HTTP {outcome.status}"
+        self._emit("retry_scheduled", row, kind, outcome.status, f"{failure}; next attempt in {delay:.1f} s")
         logger.debug("Request %d (%s) failed with %s; retrying in %.1f s.", row.seq, kind, outcome.error, delay)
 
     def _adapt(self, outcome: Outcome) -> None:
@@ -212,4 +263,5 @@ class DeliveryWorker:
     ) -> None:
         await self._outbox.dead_letter(row.seq, reason, error, status, response)
         self._metrics.dead_letters.labels(reason=reason).inc()
+        self._emit("dead_lettered", row, kind, status, reason)
         logger.warning("Request %d (%s) is a dead letter: %s (%s).", row.seq, kind, reason, error)

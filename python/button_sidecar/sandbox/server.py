@@ -1,7 +1,9 @@
 """The sandbox: a local Button-compatible API server with an order store and fault injection.
 
 Button routes (HTTP Basic auth with the API key): ``POST /v1/order``, ``GET|POST|DELETE /v1/order/{order_id}``,
-``POST /v1/app/events``, ``POST /v1/app/activity``. Admin routes (no auth) live under ``/__admin``.
+``POST /v1/app/events``, ``POST /v1/app/activity``; the two ``/v1/app`` routes also take the body's
+``application_id`` as the Basic user, as Button's Merchant Library API does. Admin routes (no auth) live under
+``/__admin``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ _ALLOWED_METHODS: Final = {
     "app_events": ("POST",),
     "activity": ("POST",),
 }
+_APP_ROUTES: Final = frozenset({"app_events", "activity"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +212,8 @@ class SandboxServer:
         if order_id is None and route.kind == "orders" and isinstance(body, dict):
             order_id = body.get("order_id") if isinstance(body.get("order_id"), str) else None
 
+        identity = self._identity(request.headers.get(hdrs.AUTHORIZATION), route, body)
+
         latency_ms = self._faults.config.latency_ms
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000)
@@ -219,7 +224,7 @@ class SandboxServer:
         elif too_large is not None:
             response = _error(413, too_large, "request_too_large")
         else:
-            response = self._answer(request, route, body_ok, body)
+            response = self._answer(request, route, body_ok, body, identity)
 
         status = None if fault is not None and fault.status is None else response.status
         self._requests.append(
@@ -232,6 +237,8 @@ class SandboxServer:
                 "order_id": order_id,
                 "status": status,
                 "fault": fault.kind if fault is not None else None,
+                # Which credential it authenticated with (never the credential itself).
+                "auth": identity,
                 # str(): aiohttp's header names are istr, which orjson refuses as keys.
                 "headers": {str(k): v for k, v in request.headers.items() if k.lower() not in _SECRET_HEADERS},
                 "body": body,
@@ -241,8 +248,10 @@ class SandboxServer:
         logger.debug("%s %s -> %s", request.method, raw_path, status if status is not None else "connection dropped")
         return response
 
-    def _answer(self, request: web.Request, route: _Route, body_ok: bool, body: object) -> web.Response:
-        if not self._authorized(request.headers.get(hdrs.AUTHORIZATION)):
+    def _answer(
+        self, request: web.Request, route: _Route, body_ok: bool, body: object, identity: str | None
+    ) -> web.Response:
+        if identity is None:
             return _error(401, "Invalid api_key", "unauthorized", {hdrs.WWW_AUTHENTICATE: 'Basic realm="Button"'})
         allowed = _ALLOWED_METHODS.get(route.kind)
         if allowed is None:
@@ -269,13 +278,20 @@ class SandboxServer:
         except ValidationError as error:
             return _error(400, str(error), "validation_error")
 
-    def _authorized(self, header: str | None) -> bool:
+    def _identity(self, header: str | None, route: _Route, body: object) -> str | None:
+        """What the request's Basic user (with an empty password) is: ``"api_key"``, or on the ``/v1/app``
+        routes ``"application_id"`` when it is the body's ``application_id``; None when neither."""
         credentials = basic_credentials(header) if header is not None else None
-        if credentials is None:
-            return False
-        login, password = credentials
+        if credentials is None or credentials[1] != "":
+            return None
+        login = credentials[0].encode()
         # Constant-time, so the key cannot be probed by timing even on a shared machine.
-        return hmac.compare_digest(login.encode(), self._config.api_key.encode()) and password == ""
+        if hmac.compare_digest(login, self._config.api_key.encode()):
+            return "api_key"
+        application_id = body.get("application_id") if isinstance(body, dict) else None
+        if route.kind in _APP_ROUTES and isinstance(application_id, str) and application_id:
+            return "application_id" if hmac.compare_digest(login, application_id.encode()) else None
+        return None
 
     # -- order store -----------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Assembly of the running sidecar: config -> (embedded sandbox) -> pipeline -> gRPC server -> signals -> drain."""
+"""Assembly of the running sidecar: config -> (embedded sandbox) -> pipeline -> gRPC and HTTP servers -> signals
+-> drain."""
 
 from __future__ import annotations
 
@@ -14,23 +15,19 @@ from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 
 from button_sidecar import Transformer
 from button_sidecar.config import GrpcConfig, SidecarConfig
-from button_sidecar.pipeline import Pipeline
+from button_sidecar.pipeline import DeliveryEvent, Pipeline
 from button_sidecar.sandbox import SandboxConfig, SandboxServer
 from button_sidecar.server.auth import BearerTokenInterceptor
-from button_sidecar.server.grpc_service import (
-    SERVICE_NAME,
-    AttributionLookup,
-    NoAttributions,
-    SidecarServicer,
-    add_to_server,
-)
+from button_sidecar.server.grpc_service import SERVICE_NAME, SidecarServicer, add_to_server
 from button_sidecar.server.health import ServingState
+from button_sidecar.server.http_api import HttpIngestServer
 from button_sidecar.server.reachability import ButtonReachability
-from button_sidecar.server.watch import WatchHub
+from button_sidecar.server.watch import SidecarEvent, WatchHub
 
 logger = logging.getLogger(__name__)
 
-# Calls still running after the pipeline drained (a Watch, a health Watch) get this long before they are cut.
+# Calls still running after the pipeline drained (a Watch, a health Watch, an HTTP answer being written) get
+# this long before they are cut.
 _SERVER_GRACE_SECS = 1.0
 
 
@@ -39,14 +36,15 @@ class StartupError(Exception):
 
 
 class Sidecar:
-    """One running sidecar. `await start()`, then `await stop()` drains it.
+    """One running sidecar: gRPC and the mParticle-compatible HTTP endpoint over one pipeline. `await start()`,
+    then `await stop()` drains it.
 
-    Without an API key it starts the Button sandbox in-process on a free loopback port and delivers there.
+    Without an API key it starts the Button sandbox in-process on a free loopback port and delivers there,
+    app signals included.
     """
 
-    def __init__(self, config: SidecarConfig, *, attribution: AttributionLookup | None = None) -> None:
+    def __init__(self, config: SidecarConfig) -> None:
         self.config = config
-        self._attribution = attribution or NoAttributions()
         self._sandbox: SandboxServer | None = None
         self._pipeline: Pipeline | None = None
         self._reachability: ButtonReachability | None = None
@@ -54,6 +52,8 @@ class Sidecar:
         self._hub = WatchHub()
         self._server: grpc.aio.Server | None = None
         self._address: str | None = None
+        self._http: HttpIngestServer | None = None
+        self._http_url: str | None = None
 
     @property
     def address(self) -> str:
@@ -61,6 +61,14 @@ class Sidecar:
         if self._address is None:
             raise RuntimeError("the sidecar is not started")
         return self._address
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP endpoint's URL (`http://host:port`, with the real port when the configured one was 0), or
+        `unix:/path`."""
+        if self._http_url is None:
+            raise RuntimeError("the sidecar is not started")
+        return self._http_url
 
     async def start(self) -> None:
         try:
@@ -74,6 +82,8 @@ class Sidecar:
         if config.button.api_key is None:
             self._sandbox = SandboxServer(SandboxConfig(host="127.0.0.1", port=0))
             base_url, api_key = await self._sandbox.start(), self._sandbox.config.api_key
+            # The sandbox takes the Merchant Library's app signals too (authenticated as the application id).
+            app_base_url = base_url
             logger.warning(
                 "No BUTTON_API_KEY set: delivering to an embedded Button sandbox at %s (orders at %s/__admin/orders);"
                 " nothing reaches Button.",
@@ -82,14 +92,16 @@ class Sidecar:
             )
         else:
             base_url, api_key = config.button.base_url, config.button.api_key.reveal()
+            app_base_url = config.button.app_base_url
         transformer = Transformer(config.transform.core())
-        pipeline = Pipeline(config.pipeline_settings(api_key, base_url), transformer)
+        pipeline = Pipeline(config.pipeline_settings(api_key, base_url, app_base_url), transformer)
+        pipeline.add_delivery_listener(self._watch_delivery)
         await pipeline.start()
         self._pipeline = pipeline
         self._reachability = ButtonReachability(base_url, api_key)
         await self._reachability.start()
         self._state = ServingState(pipeline)
-        servicer = SidecarServicer(pipeline, transformer, self._hub, self._reachability, self._attribution)
+        servicer = SidecarServicer(pipeline, transformer, self._hub, self._reachability)
 
         grpc_config = config.grpc
         interceptors = [] if grpc_config.auth_token is None else [BearerTokenInterceptor(grpc_config.auth_token)]
@@ -107,14 +119,45 @@ class Sidecar:
             "bearer token required" if grpc_config.auth_token is not None else "no authentication",
             config.state_dir,
         )
+        self._http = HttpIngestServer(
+            pipeline,
+            listen=config.http.listen,
+            auth=config.http.credentials(),
+            health=self._state,
+            registry=pipeline.registry,
+            shutdown_timeout_secs=_SERVER_GRACE_SECS,
+        )
+        try:
+            self._http_url = await self._http.start()  # it logs the URL
+        except OSError as error:
+            raise StartupError(
+                f"cannot listen on {config.http.listen} (http.listen): {error.strerror or error}"
+            ) from None
+
+    def _watch_delivery(self, event: DeliveryEvent) -> None:
+        if self._hub.watched:
+            self._hub.publish(
+                SidecarEvent(
+                    event.type,
+                    order_id=event.order_id,
+                    kind=event.kind,
+                    status=event.status or 0,
+                    detail=event.detail,
+                    attempt=event.attempt,
+                )
+            )
 
     async def stop(self) -> None:
-        """Drain: report NOT_SERVING and refuse new calls, let in-flight deliveries finish up to
-        `delivery.shutdown_deadline_secs`, keep the rest on disk, then close everything. Safe after a failed start."""
+        """Drain: report NOT_SERVING and refuse new calls (gRPC UNAVAILABLE, HTTP 503), let in-flight deliveries
+        finish up to `delivery.shutdown_deadline_secs`, keep the rest on disk, then close everything. Safe after a
+        failed start."""
         if self._state is not None:
             await self._state.drain()
         if self._pipeline is not None:
             await self._pipeline.stop(self.config.delivery.shutdown_deadline_secs)
+        # Both servers stay up while the pipeline drains, so clients get a clean refusal rather than a reset.
+        if self._http is not None:
+            await self._http.stop()
         self._hub.close()
         if self._server is not None:
             await self._server.stop(_SERVER_GRACE_SECS)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 import grpc  # type: ignore[import-untyped]
 
 from button_sidecar import Rejection, Transformer, TransformResult
-from button_sidecar.pipeline import IngestResult, KeyStatus, OutboxFull, Pipeline, PipelineClosed
+from button_sidecar.pipeline import IngestResult, KeyStatus, OutboxFull, Pipeline, PipelineClosed, StoreUnavailable
 from button_sidecar.server.health import ServingState
 from button_sidecar.server.reachability import ButtonReachability
 from button_sidecar.server.watch import SidecarEvent, WatchHub
@@ -23,10 +22,9 @@ from button_sidecar.v1 import sidecar_pb2 as pb
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Sidecar"].full_name
 
-# Batch-level rejections that mean the payload as a whole is unusable: INVALID_ARGUMENT, not an OK answer.
-_UNUSABLE = frozenset({"invalid_json", "invalid_batch", "invalid_protobuf"})
 _USER_KEY_KINDS = ("mpid", "customer_id", "idfa", "gaid", "mp_deviceid")
 _DRAINING = "the sidecar is shutting down; retry later or elsewhere"
+_STORE_DOWN = "the shared store (Redis) did not answer; retry later"
 _DEFAULT_DEAD_LETTERS = 100
 _MAX_DEAD_LETTERS = 1000
 _ORDER_STATES = {
@@ -35,28 +33,6 @@ _ORDER_STATES = {
     "delivered": pb.OrderStatus.DELIVERED,
     "dead": pb.OrderStatus.DEAD_LETTERED,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class KnownAttribution:
-    btn_ref: str
-    timestamp_ms: int
-    """When the token was seen, Unix milliseconds."""
-
-
-class AttributionLookup(Protocol):
-    """What `GetAttribution` asks; the attribution store implements it."""
-
-    async def latest(self, user_key: str) -> KnownAttribution | None:
-        """The newest `btn_ref` known for `user_key` (`mpid:...`, `customer_id:...`, ...), or None."""
-        ...
-
-
-class NoAttributions:
-    """The lookup used until there is an attribution store: it knows no token."""
-
-    async def latest(self, user_key: str) -> KnownAttribution | None:
-        return None
 
 
 class InvalidArgument(ValueError):
@@ -72,23 +48,19 @@ class SidecarServicer:
         transformer: Transformer,
         hub: WatchHub,
         reachability: ButtonReachability,
-        attribution: AttributionLookup,
     ) -> None:
         self._pipeline = pipeline
         self._transformer = transformer
         self._hub = hub
         self._reachability = reachability
-        self._attribution = attribution
-        self._received_batches = 0
 
     async def ingest(self, raw: bytes) -> pb.IngestResponse:
         result = await asyncio.to_thread(self._transformer.transform_ingest_request, raw)
-        unusable = next((r for r in result.rejections if r.event_index < 0 and r.code in _UNUSABLE), None)
-        if unusable is not None:
-            if self._hub.watched:
-                self._hub.publish(_rejected(result.source_request_id, unusable))
+        # An unusable payload goes through the pipeline too (it queues nothing), so it is counted there.
+        (ingested,) = await self._accept([result])
+        if (unusable := ingested.unusable) is not None:
             raise InvalidArgument(f"the payload is unusable ({unusable.code}): {unusable.message}")
-        return _response((await self._accept([result]))[0])
+        return _response(ingested)
 
     async def ingest_bulk(self, raw: bytes) -> pb.IngestBulkResponse:
         try:
@@ -107,7 +79,6 @@ class SidecarServicer:
 
     async def _accept(self, results: Sequence[TransformResult]) -> list[IngestResult]:
         ingested = await self._pipeline.ingest_results(results)
-        self._received_batches += len(results)
         if self._hub.watched:
             for result in ingested:
                 _publish(self._hub, result)
@@ -125,7 +96,7 @@ class SidecarServicer:
         kind, _, user_id = request.user_key.partition(":")
         if kind not in _USER_KEY_KINDS or not user_id:
             raise InvalidArgument(f"user_key: must be one of {', '.join(k + ':<id>' for k in _USER_KEY_KINDS)}")
-        found = await self._attribution.latest(request.user_key)
+        found = await self._pipeline.current_attribution(request.user_key)
         if found is None:
             return pb.GetAttributionResponse(found=False)
         return pb.GetAttributionResponse(found=True, btn_ref=found.btn_ref, timestamp_ms=found.timestamp_ms)
@@ -183,7 +154,7 @@ class SidecarServicer:
             delivered=stats.delivered,
             dead_letters=stats.dead,
             duplicates=int(duplicates),
-            received_batches=self._received_batches,
+            received_batches=int(registry.get_sample_value("button_sidecar_received_batches_total") or 0.0),
             button_reachable=await self._reachability.reachable(),
             button_base_url=self._reachability.base_url,
         )
@@ -258,6 +229,8 @@ def _unary(state: ServingState, call: Callable[[Any], Awaitable[Any]]) -> Callab
             await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
         except PipelineClosed:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, _DRAINING)
+        except StoreUnavailable:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, _STORE_DOWN)
 
     return handle
 

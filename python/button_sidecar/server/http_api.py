@@ -6,8 +6,8 @@ Teams sending with mParticle's server SDKs point them here by changing only the 
 - `POST /v2/events` (one batch) and `POST /v2/bulkevents` (a JSON array of at most 100 batches), also without
   `/v2` for a host configured without it: `202 Accepted` with an empty body once every request the batches
   produced is durable in the outbox. As at mParticle, problems of single events (or, in a bulk, of single
-  batches) do not fail the request; they are counted in `button_sidecar_rejected_events_total{code}` and logged
-  with code, field and index, never the values. Refusals carry mParticle's error body
+  batches) do not fail the request; they are counted in `button_sidecar_rejected_events_total{code}` (by the
+  pipeline) and logged with code, field and index, never the values. Refusals carry mParticle's error body
   `{"errors": [{"code": ..., "message": ...}]}`: 400 unusable JSON, 401/403 authentication, 413 size limits,
   429 outbox full (with `Retry-After`), 503 draining or the shared store (Redis) down.
 - `GET /metrics`: the Prometheus text of the registry. `GET /healthz`: JSON, 200 when serving, else 503 with the
@@ -46,8 +46,6 @@ MAX_BULK_BATCHES: Final = 100
 DRAINING: Final = "draining"
 OUTBOX_FULL: Final = "outbox_full"
 
-# Batch-level rejections that make a single-batch request unusable (400), as the gRPC service's INVALID_ARGUMENT.
-_UNUSABLE: Final = frozenset({"invalid_json", "invalid_batch"})
 _READ_CHUNK_BYTES: Final = 16 * 1024
 _UNMATCHED: Final = "other"
 _JSON_SPACE: Final = re.compile(r"[ \t\n\r]*")
@@ -173,27 +171,11 @@ class HttpIngestServer:
             return self._draining()
         except StoreUnavailable:
             return self._unavailable("the shared store (Redis) did not answer; nothing was accepted, retry later")
-        self._count_rejections(ingested, path)
-        if not bulk:
-            unusable = next((r for r in ingested[0].rejections if r.event_index < 0 and r.code in _UNUSABLE), None)
-            if unusable is not None:
-                return _bad_request(f"{unusable.code}: {unusable.message}")
+        _log_rejections(ingested, path)
+        # A single unusable batch fails the request, as gRPC's INVALID_ARGUMENT; in a bulk it is one rejection.
+        if not bulk and (unusable := ingested[0].unusable) is not None:
+            return _bad_request(f"{unusable.code}: {unusable.message}")
         return web.Response(status=202)
-
-    def _count_rejections(self, ingested: Sequence[IngestResult], path: str) -> None:
-        for batch_index, result in enumerate(ingested):
-            for rejection in result.rejections:
-                self._pipeline.metrics.rejected_events.labels(code=rejection.code).inc()
-                what = "the whole batch" if rejection.event_index < 0 else f"event {rejection.event_index}"
-                # Code, field and indexes only: the message or the value may hold personal data.
-                logger.warning(
-                    "Rejected %s of batch %d on %s: %s at %s.",
-                    what,
-                    batch_index,
-                    path,
-                    rejection.code,
-                    rejection.field,
-                )
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         """The answer for a request that must not be ingested (draining, bad credentials); None to go on."""
@@ -258,6 +240,16 @@ class HttpIngestServer:
             path = resource.canonical if resource is not None else _UNMATCHED
             self._metrics.requests.labels(path=path, status=str(status)).inc()
             self._metrics.request_duration.labels(path=path).observe(time.perf_counter() - started)
+
+
+def _log_rejections(ingested: Sequence[IngestResult], path: str) -> None:
+    for batch_index, result in enumerate(ingested):
+        for rejection in result.rejections:
+            what = "the whole batch" if rejection.event_index < 0 else f"event {rejection.event_index}"
+            # Code, field and indexes only: the message or the value may hold personal data.
+            logger.warning(
+                "Rejected %s of batch %d on %s: %s at %s.", what, batch_index, path, rejection.code, rejection.field
+            )
 
 
 def split_json_array(raw: bytes) -> list[bytes]:

@@ -1,8 +1,8 @@
 """The in-process hub of what comes in and goes out, for the `Watch` stream.
 
-Publishers (the servicer, and the pipeline once it reports deliveries) hand it `SidecarEvent`s; every watcher
-gets its own bounded queue, so a slow watcher misses events instead of slowing ingest down. Events carry ids,
-codes and counts only: never an email, a hash input, a request body or the API key.
+Publishers (the servicer for what comes in, the `Sidecar` for the pipeline's `DeliveryEvent`s) hand it
+`SidecarEvent`s; every watcher gets its own bounded queue, so a slow watcher misses events instead of slowing
+ingest down. Events carry ids, codes and counts only: never an email, a hash input, a request body or the API key.
 """
 
 from __future__ import annotations

@@ -44,6 +44,11 @@ class SidecarMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.received_batches = Counter(
+            "button_sidecar_received_batches_total",
+            "mParticle batches handed to ingest (gRPC or HTTP), unusable ones and repeats included.",
+            registry=registry,
+        )
         self.received_events = Counter(
             "button_sidecar_received_events_total",
             "mParticle events received in ingested batches.",
