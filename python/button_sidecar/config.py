@@ -374,7 +374,8 @@ class TransformOptions:
             default_currency=self.default_currency,
             include_tax_and_shipping=self.include_tax_and_shipping,
             send_email=self.send_email,
-            require_btn_ref=self.require_btn_ref,
+            # The core only sees the batch; the pipeline applies the rule after the attribution store had its say.
+            require_btn_ref=False,
             forward_activity=self.forward_activity,
             forward_app_events=self.forward_app_events,
             application_ids=self.application_ids,
@@ -434,6 +435,7 @@ class SidecarConfig:
             request_timeout_secs=self.delivery.request_timeout_secs,
             retry=self.delivery.retry.policy(),
             dedupe_window_secs=self.outbox.dedupe_window_secs,
+            require_btn_ref=self.transform.require_btn_ref,
             forward_environments=self.filters.forward_environments,
             attribution_window_secs=attribution.window_secs,
             store_backend=attribution.store,

@@ -25,7 +25,17 @@ from tests.attribution.helpers import (
     user_batch,
 )
 from tests.conftest import Sandbox
-from tests.pipeline.helpers import drained, metric, orders_by_id, product, purchase, refund, request_log
+from tests.pipeline.helpers import (
+    drained,
+    metric,
+    orders_by_id,
+    product,
+    purchase,
+    refund,
+    request_log,
+    running,
+    settings,
+)
 
 LOOKUPS = "button_sidecar_attribution_lookups_total"
 
@@ -179,5 +189,25 @@ def test_an_explicit_lookup_hook_replaces_the_store(
             await drained(b)
         assert asked == [["mpid:8675309"]]
         assert (await orders_by_id(sandbox))["hooked"]["btn_ref"] == "srctok-from-hook"
+
+    asyncio.run(scenario())
+
+
+def test_require_btn_ref_counts_the_attribution_store_not_only_the_batch(tmp_path: Path, sandbox: Sandbox) -> None:
+    """With `require_btn_ref`, a purchase whose token comes from the store is reported; one without any is
+    skipped and counted (the core alone would skip both: it cannot see the store)."""
+
+    async def scenario() -> None:
+        now = now_ms()
+        async with running(settings(tmp_path, sandbox, require_btn_ref=True)) as pipeline:
+            await pipeline.ingest(user_batch(deep_link("srctok-required", now - HOUR_MS)), received_at_ms=now)
+            credited = await pipeline.ingest(user_batch(purchase("req-1")), received_at_ms=now)
+            stranger = await pipeline.ingest(user_batch(purchase("req-2"), mpid=42), received_at_ms=now)
+            assert (credited.accepted, credited.skipped) == (1, 0)
+            assert (stranger.accepted, stranger.skipped) == (0, 1)
+            await drained(pipeline)
+        orders = await orders_by_id(sandbox)
+        assert orders["req-1"]["btn_ref"] == "srctok-required"
+        assert "req-2" not in orders
 
     asyncio.run(scenario())

@@ -282,7 +282,8 @@ class Pipeline:
         # two is queued again (Button answers 409 and it counts as delivered), so that gap is kept short.
         creates = {r.order_id for result in results for r in result.requests if r.kind == "create_order"}
         in_ledger = await self._ledger.known(creates)
-        plans = [plan_batch(result, in_ledger, filtered, btn_ref) for result, filtered, btn_ref in decided]
+        require = self.settings.require_btn_ref
+        plans = [plan_batch(result, in_ledger, filtered, btn_ref, require) for result, filtered, btn_ref in decided]
         batches = [(plan.items, plan.result.source_request_id) for plan in plans]
         if any(items or batch_key is not None for items, batch_key in batches):
             enqueued = await self._outbox.enqueue_many(batches)

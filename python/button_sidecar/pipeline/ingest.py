@@ -109,14 +109,19 @@ def wants_attribution(result: TransformResult) -> bool:
 
 
 def plan_batch(
-    result: TransformResult, in_ledger: Collection[str], filtered: str | None, stored_btn_ref: str | None
+    result: TransformResult,
+    in_ledger: Collection[str],
+    filtered: str | None,
+    stored_btn_ref: str | None,
+    require_btn_ref: bool = False,
 ) -> PlannedBatch:
     """Drop creates of orders already in the ledger and turn the rest into outbox items.
 
     Each create carries its order id as dedupe key, so the outbox skips it while a create of the same order
     is still pending (also one earlier in the same batch). Requests of one order share its order id as
     ordering key; activity and app events have none, so they never wait for each other. A create without a
-    `btn_ref` of its own gets `stored_btn_ref` (the attribution store's token for the batch's user keys).
+    `btn_ref` of its own gets `stored_btn_ref` (the attribution store's token for the batch's user keys);
+    with `require_btn_ref`, a create that still has none is counted as skipped.
     An app event or activity without an `application_id` cannot be authenticated at Button, so it is
     counted as skipped, as the core does for activity of a platform without an application id.
     """
@@ -135,9 +140,12 @@ def plan_batch(
             skipped += 1
             continue
         body = request.body
-        if is_create and body is not None and stored_btn_ref is not None:
+        if is_create and body is not None and (stored_btn_ref is not None or require_btn_ref):
             order = orjson.loads(body)
             if "btn_ref" not in order:
+                if stored_btn_ref is None:  # so require_btn_ref is set
+                    skipped += 1
+                    continue
                 order["btn_ref"] = stored_btn_ref
                 body = orjson.dumps(order)
         requests.append(request)

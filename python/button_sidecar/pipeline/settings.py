@@ -47,6 +47,9 @@ class PipelineSettings:
     """Backoff and give-up rule for transient failures (see `RetryPolicy`)."""
     dedupe_window_secs: float = 24 * 3600.0
     """Seconds a batch `source_request_id` is remembered; a repeat within it is skipped. Default 86400."""
+    require_btn_ref: bool = False
+    """Skip (and count) a purchase that has no `btn_ref` after the attribution store was asked. Use this rather
+    than the core's `TransformConfig.require_btn_ref`, which cannot see the store. Default False."""
     forward_environments: ForwardEnvironments = "both"
     """Which batches to forward, by their `environment`: `production`, `development` or `both` (like an
     mParticle connection). A batch without an environment counts as production. The others are filtered:
