@@ -104,6 +104,12 @@ bench: build
 bench-quick: build
 	BENCH_QUICK=1 $(PY) -m benches.run
 
+SOAK_SECS ?= 600
+
+.PHONY: soak ## a bounded soak: mixed gRPC + HTTP load on `serve` with Button faults for SOAK_SECS (default 600): a line every 10 s, JSON in var/bench/
+soak: build
+	SOAK_SECS=$(SOAK_SECS) $(PY) -m benches.soak
+
 .PHONY: clean ## remove build products and the virtual environment
 clean:
 	rm -rf $(VENV) target python/button_sidecar/_core*.so $(PROTO_OUT)/*_pb2* $(PROTO_STAMP)

@@ -21,7 +21,7 @@ from google.protobuf import json_format  # type: ignore[import-untyped]
 from google.protobuf.message import Message  # type: ignore[import-untyped]
 
 from button_sidecar.config import ConfigError, load_config
-from button_sidecar.pipeline import OutboxLocked
+from button_sidecar.pipeline import OutboxLocked, StorageError
 from button_sidecar.sandbox import FaultConfig, SandboxConfig, SandboxServer
 from button_sidecar.server import StartupError, serve
 from button_sidecar.server.client import SidecarClient, TlsFiles, client_target
@@ -108,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _logging(config.log_level)
     try:
         asyncio.run(serve(config, lambda address: print(f"Sidecar listening on {address}", flush=True)))
-    except (StartupError, OutboxLocked) as error:
+    except (StartupError, OutboxLocked, StorageError) as error:
         print(f"button-sidecar serve: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -63,7 +63,7 @@ def test_bad_events_do_not_fail_the_request_and_are_counted_and_logged_without_v
         asyncio.run(scenario())
     [record] = [r for r in caplog.records if r.name == "button_sidecar.server.http_api"]
     message = record.getMessage()
-    assert "event 1 of batch 0" in message and "missing_order_id" in message
+    assert "1 event(s) of batch 0" in message and "first event 1: missing_order_id" in message
     assert "events[1].data.product_action.transaction_id" in message
     assert EMAIL not in message and "cust-1234" not in message
 

@@ -34,6 +34,7 @@ from button_sidecar.pipeline.records import DeadLetter, EnqueueResult, KeyStatus
 from button_sidecar.pipeline.redis_store import RedisAttributionStore, RedisOrderLedger, StoreUnavailable
 from button_sidecar.pipeline.retry import RetryPolicy
 from button_sidecar.pipeline.settings import ForwardEnvironments, PipelineSettings, StoreBackend
+from button_sidecar.pipeline.sqlite import StorageCorrupt, StorageError, StorageUnavailable
 from button_sidecar.pipeline.worker import DeliveryEvent, DeliveryListener, DeliveryWorker
 from button_sidecar.telemetry.metrics import (
     ATTRIBUTION_FOUND,
@@ -62,6 +63,9 @@ __all__ = [
     "PipelineSettings",
     "QueuedRequest",
     "RetryPolicy",
+    "StorageCorrupt",
+    "StorageError",
+    "StorageUnavailable",
     "StoreBackend",
     "StoreUnavailable",
     "StoredAttribution",

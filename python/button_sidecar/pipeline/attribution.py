@@ -86,13 +86,11 @@ class SqliteAttributionStore:
         if not keys:
             return
         rows = [(key, btn_ref, timestamp_ms) for key in keys]
-        await self._db.write(
-            lambda conn: conn.executemany(
-                "INSERT INTO attributions (user_key, btn_ref, timestamp_ms) VALUES (?, ?, ?)"
-                " ON CONFLICT (user_key) DO UPDATE SET btn_ref = excluded.btn_ref, timestamp_ms = excluded.timestamp_ms"
-                " WHERE (excluded.timestamp_ms, excluded.btn_ref) > (timestamp_ms, btn_ref)",
-                rows,
-            )
+        await self._db.executemany(
+            "INSERT INTO attributions (user_key, btn_ref, timestamp_ms) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_key) DO UPDATE SET btn_ref = excluded.btn_ref, timestamp_ms = excluded.timestamp_ms"
+            " WHERE (excluded.timestamp_ms, excluded.btn_ref) > (timestamp_ms, btn_ref)",
+            rows,
         )
 
     async def lookup(self, keys: Sequence[str], now_ms: int) -> StoredAttribution | None:

@@ -106,12 +106,10 @@ class SqliteOrderLedger:
 
     async def record(self, order: LedgerOrder, *, replace: bool = True) -> None:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-        await self._db.write(
-            lambda conn: conn.execute(
-                f"{verb} INTO orders (order_id, fields, deleted) VALUES (?, ?, ?)",
-                (order.order_id, orjson.dumps(order.fields), int(order.deleted)),
-            )
+        await self._db.execute(
+            f"{verb} INTO orders (order_id, fields, deleted) VALUES (?, ?, ?)",
+            (order.order_id, orjson.dumps(order.fields), int(order.deleted)),
         )
 
     async def mark_deleted(self, order_id: str) -> None:
-        await self._db.write(lambda conn: conn.execute("UPDATE orders SET deleted = 1 WHERE order_id = ?", (order_id,)))
+        await self._db.execute("UPDATE orders SET deleted = 1 WHERE order_id = ?", (order_id,))

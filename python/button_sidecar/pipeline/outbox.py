@@ -1,6 +1,9 @@
 """The durable outbox: a SQLite queue of outgoing requests, ordered per key, with dead letters.
 
 It stores opaque requests (a kind label, method, path and body bytes) and knows nothing of Button.
+
+Storage failures (`pipeline.sqlite`): a full, read-only or failing disk makes `enqueue` raise `StorageUnavailable`
+(retryable: nothing of the refused call was stored) and a damaged file makes `open` raise `StorageCorrupt`.
 """
 
 from __future__ import annotations
@@ -8,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import functools
+import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from button_sidecar.pipeline.records import (
     DeadLetter,
@@ -25,9 +29,29 @@ from button_sidecar.pipeline.records import (
     OutboxStats,
     RowState,
 )
-from button_sidecar.pipeline.sqlite import SqliteDatabase
+from button_sidecar.pipeline.sqlite import (
+    SqliteDatabase,
+    StorageCorrupt,
+    StorageError,
+    StorageUnavailable,
+)
+
+__all__ = [
+    "Outbox",
+    "OutboxFull",
+    "OutboxLocked",
+    "StorageCorrupt",
+    "StorageError",
+    "StorageUnavailable",
+    "WhenFull",
+]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WhenFull = Literal["reject", "block"]
+# Writes the outcome of one leased row; returns how the pending (rows, bytes) totals change once it commits.
+_Settlement = Callable[[sqlite3.Connection], tuple[int, int]]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -114,6 +138,11 @@ class Outbox:
       deleted and the key's outcome kept in `order_status`), `reschedule` (transient failure) or
       `dead_letter` (permanent failure). Rows a crash left in flight are queued again on `open`:
       delivery is at-least-once.
+    - Storage failures: `enqueue` raises `StorageUnavailable` when the disk refuses the write (nothing of
+      that call is stored) and works again by itself once there is room. An outcome (`ack`, `reschedule`,
+      `dead_letter`) the disk refuses raises too, but is kept and written by the next `lease` before it
+      leases anything, so a row whose outcome could not be written is neither lost nor stuck in flight until
+      a restart. The pending totals change only after a commit.
     """
 
     def __init__(
@@ -145,6 +174,8 @@ class Outbox:
         # Replaced on every release of room, so a waiter never misses a wake-up that raced its check.
         self._room = asyncio.Event()
         self._work_listeners: list[Callable[[], None]] = []
+        # Outcomes the storage refused, by seq; the next lease writes them first (see `_settle`).
+        self._unsettled: dict[int, _Settlement] = {}
 
     @property
     def path(self) -> Path:
@@ -168,10 +199,21 @@ class Outbox:
             os.close(fd)
             raise OutboxLocked(f"the outbox in {self._state_dir} is in use by another process") from None
         self._lock_fd = fd
-        await self._db.open()
-        requeued = await self._db.write(self._recover)
+        try:
+            await self._db.open()
+            requeued = await self._db.write(self._recover)
+        except BaseException:
+            # E.g. a damaged file (`StorageCorrupt`): release the directory, so a corrected start can take it.
+            await self._db.close()
+            self._release_lock()
+            raise
         self._notify_work()
         return requeued
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _recover(self, conn: sqlite3.Connection) -> int:
         requeued = conn.execute("UPDATE outbox SET state = 'queued' WHERE state = 'in_flight'").rowcount
@@ -183,9 +225,7 @@ class Outbox:
         if self._flusher is not None:
             await self._flusher
         await self._db.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._release_lock()
 
     # -- enqueue -----------------------------------------------------------------------------------------
 
@@ -326,8 +366,13 @@ class Outbox:
         Also returns when the next head falls due (unix seconds) if fewer than `limit` were due, else None.
         """
         now = self._clock()
+        unsettled = dict(self._unsettled)
 
-        def lease(conn: sqlite3.Connection) -> tuple[list[OutboxRow], float | None]:
+        def lease(
+            conn: sqlite3.Connection,
+        ) -> tuple[tuple[list[OutboxRow], float | None, list[tuple[int, int]]], list[tuple[int, int]]]:
+            # First the outcomes the storage refused earlier: their rows are still in flight, so not leasable.
+            changes = [settle(conn) for settle in unsettled.values()]
             rows = conn.execute(
                 "SELECT seq, order_key, kind, method, path, body, created_at, cycle_started_at, attempts "
                 f"FROM outbox AS o WHERE o.state = 'queued' AND o.next_attempt_at <= ? AND {_IS_HEAD} "
@@ -344,18 +389,59 @@ class Outbox:
                     "ORDER BY o.next_attempt_at LIMIT 1"
                 ).fetchone()
                 next_due = None if found is None else float(found[0])
-            return [OutboxRow(*r) for r in rows], next_due
+            return ([OutboxRow(*r) for r in rows], next_due, changes), changes
 
-        return await self._db.write(lease)
+        leased, next_due, changes = await self._db.call(lambda: self._counted(lease))
+        if unsettled:
+            for seq in unsettled:
+                self._unsettled.pop(seq, None)
+            self._after(changes)
+            logger.info("Wrote the outcome of %d request(s) that the storage had refused before.", len(unsettled))
+        return leased, next_due
+
+    async def _settle(self, seq: int, settlement: _Settlement) -> None:
+        """Write the outcome of leased row `seq`. When the storage refuses it (`StorageUnavailable`, raised), it is
+        kept and written by the next `lease`: the row stays in flight (not sent again) until then, and a crash
+        meanwhile queues it again on start (at-least-once)."""
+        try:
+            await self._commit(settlement)
+        except StorageUnavailable:
+            self._unsettled[seq] = settlement
+            raise
+
+    async def _commit(self, write: _Settlement) -> tuple[int, int]:
+        """`write` in one transaction; its change of the pending totals is published once it committed."""
+
+        def counted(conn: sqlite3.Connection) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+            change = write(conn)
+            return change, [change]
+
+        change = await self._db.call(lambda: self._counted(counted))
+        self._after([change])
+        return change
+
+    def _counted(self, write: Callable[[sqlite3.Connection], tuple[T, Sequence[tuple[int, int]]]]) -> T:
+        """On the database thread: `write` in one transaction, then (only once it is on disk) its changes of
+        the pending totals applied. The totals are only ever changed on this thread, in commit order."""
+        result, changes = self._db.transaction(write)
+        for rows, nbytes in changes:
+            self._pending_rows += rows
+            self._pending_bytes += nbytes
+        return result
+
+    def _after(self, changes: Sequence[tuple[int, int]]) -> None:
+        """On the event loop, after a commit: rows that left the queue make room for writers waiting for it."""
+        if any(rows < 0 for rows, _ in changes):
+            self._release_room()
 
     async def ack(self, seq: int, status: int | None) -> None:
         """The attempt succeeded: delete the row and keep the outcome for its key."""
         now = self._clock()
 
-        def ack(conn: sqlite3.Connection) -> None:
+        def ack(conn: sqlite3.Connection) -> tuple[int, int]:
             row = conn.execute("SELECT order_key, kind, attempts, body FROM outbox WHERE seq = ?", (seq,)).fetchone()
             if row is None:
-                return
+                return 0, 0
             conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
             if row["order_key"] is not None:
                 _record_outcome(
@@ -365,32 +451,34 @@ class Outbox:
                 "INSERT INTO counters (name, value) VALUES ('delivered', 1) "
                 "ON CONFLICT (name) DO UPDATE SET value = value + 1"
             )
-            self._pending_rows -= 1
-            self._pending_bytes -= _body_size(row["body"])
+            return -1, -_body_size(row["body"])
 
-        await self._db.write(ack)
-        self._release_room()
+        await self._settle(seq, ack)
 
     async def reschedule(
         self, seq: int, next_attempt_at: float, error: str, status: int | None, response: str | None
     ) -> None:
         """The attempt failed transiently: queue the row again for `next_attempt_at`."""
-        await self._db.write(
-            lambda conn: conn.execute(
+        now = self._clock()
+
+        def reschedule(conn: sqlite3.Connection) -> tuple[int, int]:
+            conn.execute(
                 "UPDATE outbox SET state = 'queued', attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
                 " last_status = ?, last_response = ?, updated_at = ? WHERE seq = ?",
-                (next_attempt_at, error, status, response, self._clock(), seq),
+                (next_attempt_at, error, status, response, now, seq),
             )
-        )
+            return 0, 0
+
+        await self._settle(seq, reschedule)
 
     async def dead_letter(self, seq: int, reason: str, error: str, status: int | None, response: str | None) -> None:
         """The attempt failed for good: keep the row as a dead letter, out of the delivery queue."""
         now = self._clock()
 
-        def dead(conn: sqlite3.Connection) -> None:
+        def dead(conn: sqlite3.Connection) -> tuple[int, int]:
             row = conn.execute("SELECT order_key, kind, attempts, body FROM outbox WHERE seq = ?", (seq,)).fetchone()
             if row is None:
-                return
+                return 0, 0
             conn.execute(
                 "UPDATE outbox SET state = 'dead', attempts = attempts + 1, dead_reason = ?, last_error = ?,"
                 " last_status = ?, last_response = ?, updated_at = ? WHERE seq = ?",
@@ -398,11 +486,9 @@ class Outbox:
             )
             if row["order_key"] is not None:
                 _record_outcome(conn, row["order_key"], "dead", row["kind"], row["attempts"] + 1, status, error, now)
-            self._pending_rows -= 1
-            self._pending_bytes -= _body_size(row["body"])
+            return -1, -_body_size(row["body"])
 
-        await self._db.write(dead)
-        self._release_room()
+        await self._settle(seq, dead)
 
     async def rewrite(self, seq: int, kind: str, method: str | None, path: str | None, body: bytes | None) -> None:
         """Replace a leased row's request (e.g. an intent resolved into the concrete request to send).
@@ -410,22 +496,20 @@ class Outbox:
         Persisting it before sending makes every retry send exactly the same request.
         """
 
-        def rewrite(conn: sqlite3.Connection) -> None:
+        def rewrite(conn: sqlite3.Connection) -> tuple[int, int]:
             row = conn.execute("SELECT body FROM outbox WHERE seq = ?", (seq,)).fetchone()
             conn.execute(
                 "UPDATE outbox SET kind = ?, method = ?, path = ?, body = ?, updated_at = ? WHERE seq = ?",
                 (kind, method, path, body, self._clock(), seq),
             )
-            self._pending_bytes += _body_size(body) - _body_size(row["body"])
+            return 0, (0 if row is None else _body_size(body) - _body_size(row["body"]))
 
-        await self._db.write(rewrite)
+        await self._commit(rewrite)
 
     async def release(self, seqs: Sequence[int]) -> None:
         """Put leased rows back unchanged (their attempt was abandoned, e.g. at shutdown)."""
-        await self._db.write(
-            lambda conn: conn.executemany(
-                "UPDATE outbox SET state = 'queued' WHERE seq = ? AND state = 'in_flight'", [(s,) for s in seqs]
-            )
+        await self._db.executemany(
+            "UPDATE outbox SET state = 'queued' WHERE seq = ? AND state = 'in_flight'", [(s,) for s in seqs]
         )
         self._notify_work()
 
@@ -512,7 +596,7 @@ class Outbox:
         """
         now = self._clock()
 
-        def replay(conn: sqlite3.Connection) -> int:
+        def replay(conn: sqlite3.Connection) -> tuple[int, int]:
             where, args = self._dead_selection(seqs)
             size = conn.execute(f"SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox WHERE {where}", args)
             count, nbytes = size.fetchone()
@@ -521,11 +605,9 @@ class Outbox:
                 f" cycle_started_at = ?, updated_at = ? WHERE {where}",
                 (now, now, now, *args),
             )
-            self._pending_rows += int(count)
-            self._pending_bytes += int(nbytes)
-            return int(count)
+            return int(count), int(nbytes)
 
-        replayed = await self._db.write(replay)
+        replayed, _ = await self._commit(replay)
         self._notify_work()
         return replayed
 

@@ -2,18 +2,86 @@
 
 Every statement runs on that thread, so the event loop never waits on disk (a durable commit is an fsync)
 and statements never race each other; calls run in the order they were made.
+
+Storage failures come out as two exceptions that name the file, instead of `sqlite3` errors:
+`StorageUnavailable` (the disk is full, read-only or failing: retryable, the failed transaction stored nothing)
+and `StorageCorrupt` (the file is not a SQLite database or is damaged: not retryable; the file is left alone,
+never recreated).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 T = TypeVar("T")
+
+# Primary result codes (https://sqlite.org/rescode.html); an extended code keeps its primary in the low byte.
+_SQLITE_PERM: Final = 3
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
+_SQLITE_NOMEM: Final = 7
+_SQLITE_READONLY: Final = 8
+_SQLITE_IOERR: Final = 10
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_FULL: Final = 13
+_SQLITE_CANTOPEN: Final = 14
+_SQLITE_NOTADB: Final = 26
+_PASSING: Final = frozenset(
+    {_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL}
+)
+_DAMAGED: Final = frozenset({_SQLITE_CORRUPT, _SQLITE_NOTADB})
+
+
+class StorageError(Exception):
+    """A SQLite file of the state directory cannot be used; the message names the file and the cause."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be written (or read) right now: the disk is full, the file system is read-only,
+    the file cannot be opened, or an I/O error. Retryable: the transaction that failed stored nothing and
+    nothing stored before was lost; the next call succeeds once the cause is gone, without a restart.
+    Servers answer it as "try again later" (gRPC UNAVAILABLE, HTTP 503)."""
+
+
+class StorageCorrupt(StorageError):
+    """The file is not a SQLite database, or it is damaged. Not retryable: the file is left exactly as it is
+    (never recreated, which would lose what it holds) for an operator to restore or move aside."""
+
+
+def storage_error(path: Path, error: sqlite3.Error) -> StorageError | None:
+    """The `StorageError` a `sqlite3` error stands for, or None when it is not a storage failure (a bug)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    cause = str(error)
+    if primary in _DAMAGED or (isinstance(error, sqlite3.DatabaseError) and cause == "file is not a database"):
+        return StorageCorrupt(
+            f"{path} is not a SQLite database or is damaged ({cause}); it was left as it is: restore it from a "
+            "backup, or move it aside to start with an empty one",
+            path,
+        )
+    if primary in _PASSING or primary == _SQLITE_CANTOPEN:
+        what = {
+            _SQLITE_FULL: "the disk is full",
+            _SQLITE_READONLY: "the file or its file system is read-only",
+            _SQLITE_CANTOPEN: "the file cannot be opened",
+            _SQLITE_IOERR: "an I/O error",
+            _SQLITE_PERM: "permission denied",
+            _SQLITE_NOMEM: "out of memory",
+        }.get(primary or 0, "the database is locked")
+        return StorageUnavailable(
+            f"the storage is unavailable: {what} at {path} ({cause}); the operation stored nothing, retry later",
+            path,
+        )
+    return None
 
 
 class SqliteDatabase:
@@ -22,6 +90,10 @@ class SqliteDatabase:
     WAL lets readers and the single writer proceed together; FULL (rather than NORMAL) makes every commit
     survive a power loss, not just a process crash, which is what "durable when Ingest returns" promises.
     Group commit keeps the cost of that fsync per batch of ingests, not per request.
+
+    `open` checks the file (`PRAGMA quick_check`) and raises `StorageCorrupt` naming it when it is not a
+    database or is damaged. Every call raises `StorageUnavailable` or `StorageCorrupt` for storage failures;
+    a failed write transaction is always rolled back, so the connection stays usable for the next one.
     """
 
     def __init__(self, path: Path, schema: str) -> None:
@@ -34,19 +106,43 @@ class SqliteDatabase:
         await self.call(self._open)
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageUnavailable(f"cannot create {self.path.parent}: {error.strerror}", self.path) from error
         # Autocommit mode: every transaction is an explicit BEGIN IMMEDIATE ... COMMIT in `transaction`.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(self._schema)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            # O(size of the file), no index cross-checks: a few seconds for gigabytes, once per start.
+            problems = [" ".join(str(row[0]).split()) for row in conn.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise StorageCorrupt(
+                    f"{self.path} is damaged (quick_check: {'; '.join(problems)}); it was left as it is: restore it "
+                    "from a backup, or move it aside to start with an empty one",
+                    self.path,
+                )
+            conn.executescript(self._schema)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     async def call(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the database thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        """Run `fn` on the database thread; storage failures come out as `StorageError`s."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._guarded, fn)
+
+    def _guarded(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except sqlite3.Error as error:
+            mapped = storage_error(self.path, error)
+            if mapped is None:
+                raise
+            raise mapped from error
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -56,20 +152,40 @@ class SqliteDatabase:
         return self._conn
 
     def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one write transaction on the database thread: all of it commits durably, or none of it."""
+        """Run `fn` in one write transaction on the database thread: all of it commits durably, or none of it.
+
+        When `fn` or the COMMIT fails (e.g. the disk is full), the transaction is rolled back before the error
+        is raised, so the connection is never left inside a transaction that would refuse every later BEGIN.
+        """
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may have rolled back by itself already (it does on some I/O errors during COMMIT).
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the original error is the one worth raising
             raise
-        conn.execute("COMMIT")
         return result
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`transaction(fn)` from the event loop."""
         return await self.call(lambda: self.transaction(fn))
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        """One statement in its own write transaction.
+
+        The cursor is closed on the database thread: a cursor handed back to the event loop would be finalised
+        there, racing with the connection's use on its own thread (sqlite3.InterfaceError, "API misuse")."""
+        await self.write(lambda conn: conn.execute(sql, params).close())
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        """`execute` once per row, all in one write transaction."""
+        await self.write(lambda conn: conn.executemany(sql, rows).close())
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read-only `fn` on the database thread."""

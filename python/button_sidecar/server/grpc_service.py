@@ -13,7 +13,16 @@ from typing import Any, NoReturn
 import grpc  # type: ignore[import-untyped]
 
 from button_sidecar import Rejection, Transformer, TransformResult
-from button_sidecar.pipeline import IngestResult, KeyStatus, OutboxFull, Pipeline, PipelineClosed, StoreUnavailable
+from button_sidecar.pipeline import (
+    IngestResult,
+    KeyStatus,
+    OutboxFull,
+    Pipeline,
+    PipelineClosed,
+    StorageCorrupt,
+    StorageUnavailable,
+    StoreUnavailable,
+)
 from button_sidecar.server.health import ServingState
 from button_sidecar.server.reachability import ButtonReachability
 from button_sidecar.server.watch import SidecarEvent, WatchHub
@@ -160,6 +169,11 @@ class SidecarServicer:
         )
 
 
+# A batch may hold 100,000 bad events; listing every rejection would outgrow the response size limit (and
+# stall the event loop) for a batch that was accepted. `counts.rejected` still counts them all.
+MAX_LISTED_REJECTIONS = 1000
+
+
 def _response(result: IngestResult) -> pb.IngestResponse:
     return pb.IngestResponse(
         counts=pb.Counts(
@@ -171,7 +185,7 @@ def _response(result: IngestResult) -> pb.IngestResponse:
         ),
         rejections=[
             pb.Rejection(event_index=r.event_index, code=r.code, field=r.field, message=r.message)
-            for r in result.rejections
+            for r in result.rejections[:MAX_LISTED_REJECTIONS]
         ],
         queued=[pb.QueuedRequest(kind=q.kind, order_id=q.order_id, event_index=q.event_index) for q in result.queued],
         filtered_reason=result.filtered or "",
@@ -185,7 +199,7 @@ def _publish(hub: WatchHub, result: IngestResult) -> None:
         f"rejected {len(result.rejections)}" + (f", filtered: {result.filtered}" if result.filtered else "")
     )
     hub.publish(SidecarEvent("batch_received", source_request_id=source, detail=note))
-    for rejection in result.rejections:
+    for rejection in result.rejections[:MAX_LISTED_REJECTIONS]:
         hub.publish(_rejected(result.source_request_id, rejection))
     for queued in result.queued:
         hub.publish(SidecarEvent("queued", order_id=queued.order_id, kind=queued.kind, source_request_id=source))
@@ -231,6 +245,10 @@ def _unary(state: ServingState, call: Callable[[Any], Awaitable[Any]]) -> Callab
             await _abort(context, grpc.StatusCode.UNAVAILABLE, _DRAINING)
         except StoreUnavailable:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, _STORE_DOWN)
+        except StorageUnavailable as error:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, str(error))
+        except StorageCorrupt as error:
+            await _abort(context, grpc.StatusCode.DATA_LOSS, str(error))
 
     return handle
 

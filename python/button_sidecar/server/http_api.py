@@ -31,7 +31,14 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from button_sidecar.httputil import basic_credentials, url_host
-from button_sidecar.pipeline import IngestResult, OutboxFull, Pipeline, PipelineClosed, StoreUnavailable
+from button_sidecar.pipeline import (
+    IngestResult,
+    OutboxFull,
+    Pipeline,
+    PipelineClosed,
+    StorageUnavailable,
+    StoreUnavailable,
+)
 from button_sidecar.server.health import ServingState
 from button_sidecar.telemetry.metrics import HttpServerMetrics
 
@@ -171,6 +178,9 @@ class HttpIngestServer:
             return self._draining()
         except StoreUnavailable:
             return self._unavailable("the shared store (Redis) did not answer; nothing was accepted, retry later")
+        except StorageUnavailable as error:
+            # 503 rather than 507: the SDKs retry a 503.
+            return self._unavailable(str(error))
         _log_rejections(ingested, path)
         # A single unusable batch fails the request, as gRPC's INVALID_ARGUMENT; in a bulk it is one rejection.
         if not bulk and (unusable := ingested[0].unusable) is not None:
@@ -243,13 +253,22 @@ class HttpIngestServer:
 
 
 def _log_rejections(ingested: Sequence[IngestResult], path: str) -> None:
+    # One line per batch (a batch may hold thousands of bad events); all are counted in the metrics.
     for batch_index, result in enumerate(ingested):
-        for rejection in result.rejections:
-            what = "the whole batch" if rejection.event_index < 0 else f"event {rejection.event_index}"
-            # Code, field and indexes only: the message or the value may hold personal data.
-            logger.warning(
-                "Rejected %s of batch %d on %s: %s at %s.", what, batch_index, path, rejection.code, rejection.field
-            )
+        if not result.rejections:
+            continue
+        first = result.rejections[0]
+        what = "the whole batch" if first.event_index < 0 else f"event {first.event_index}"
+        # Code, field and indexes only: the message or the value may hold personal data.
+        logger.warning(
+            "Rejected %d event(s) of batch %d on %s; first %s: %s at %s.",
+            len(result.rejections),
+            batch_index,
+            path,
+            what,
+            first.code,
+            first.field,
+        )
 
 
 def split_json_array(raw: bytes) -> list[bytes]:
