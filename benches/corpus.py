@@ -50,21 +50,25 @@ def _common(rng: random.Random, t: int) -> dict[str, Any]:
     }
 
 
+def _purchase(rng: random.Random, data: dict[str, Any], order_seq: list[int], currency: str) -> dict[str, Any]:
+    order_seq[0] += 1
+    products = [_product(rng, i) for i in range(rng.randint(1, 20))]
+    action: dict[str, Any] = {"action": "purchase", "transaction_id": f"order-{order_seq[0]}", "products": products}
+    if rng.random() < 0.7:
+        action["total_amount"] = _money(rng, 10, 2000)
+        action["tax_amount"] = _money(rng, 0, 5)
+        action["shipping_amount"] = _money(rng, 0, 5)
+    data.update(currency_code=currency, product_action=action)
+    return {"event_type": "commerce_event", "data": data}
+
+
 def _event(rng: random.Random, t: int, order_seq: list[int], currency: str) -> dict[str, Any]:
     roll = rng.random()
     data = _common(rng, t)
     if roll < 0.25:
-        order_seq[0] += 1
-        products = [_product(rng, i) for i in range(rng.randint(1, 20))]
-        action: dict[str, Any] = {"action": "purchase", "transaction_id": f"order-{order_seq[0]}", "products": products}
-        if rng.random() < 0.7:
-            action["total_amount"] = _money(rng, 10, 2000)
-            action["tax_amount"] = _money(rng, 0, 5)
-            action["shipping_amount"] = _money(rng, 0, 5)
-        data.update(currency_code=currency, product_action=action)
-        return {"event_type": "commerce_event", "data": data}
+        return _purchase(rng, data, order_seq, currency)
     if roll < 0.32:
-        action = {"action": "refund", "transaction_id": f"order-{max(1, order_seq[0])}"}
+        action: dict[str, Any] = {"action": "refund", "transaction_id": f"order-{max(1, order_seq[0])}"}
         if rng.random() < 0.5:
             action["products"] = [_product(rng, 0)]
         data.update(currency_code=currency, product_action=action)
@@ -87,7 +91,7 @@ def _event(rng: random.Random, t: int, order_seq: list[int], currency: str) -> d
     return {"event_type": "custom_event", "data": data}
 
 
-def batch(rng: random.Random, events: int, order_seq: list[int]) -> dict[str, Any]:
+def batch(rng: random.Random, events: int, order_seq: list[int], *, purchases_only: bool = False) -> dict[str, Any]:
     platform = rng.choice(["iOS", "Android", "web"])
     currency = rng.choice(CURRENCIES)
     device: dict[str, Any] = {"platform": platform, "os_version": "17.4", "device_model": "x", "locale_country": "US"}
@@ -107,7 +111,12 @@ def batch(rng: random.Random, events: int, order_seq: list[int]) -> dict[str, An
         "device_info": device,
         "application_info": {"application_name": "Shop", "application_version": "5.2.1", "package": "com.shop"},
         "user_attributes": {"$country": "US", "tier": rng.choice(["gold", "silver"])},
-        "events": [_event(rng, start + i * 1000, order_seq, currency) for i in range(events)],
+        "events": [
+            _purchase(rng, _common(rng, start + i * 1000), order_seq, currency)
+            if purchases_only
+            else _event(rng, start + i * 1000, order_seq, currency)
+            for i in range(events)
+        ],
     }
     if rng.random() < 0.5:
         out["integration_attributes"] = {"1022": {"com.usebutton.source_token": f"srctok-{rng.getrandbits(64):016x}"}}
@@ -126,8 +135,37 @@ def load(count: int, seed: int = 7) -> list[bytes]:
     """The corpus from var/bench/, written on first use."""
     path = BENCH_DIR / f"corpus-{seed}-{count}.jsonl"
     if not path.exists():
-        BENCH_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(b"\n".join(generate(count, seed)) + b"\n")
-        tmp.replace(path)
+        _write(path, generate(count, seed))
     return path.read_bytes().splitlines()
+
+
+def purchases(count: int, seed: int = 11) -> list[bytes]:
+    """`count` batches of one purchase each (orders `order-1` .. `order-COUNT`), cached like `load`."""
+    path = BENCH_DIR / f"purchases-{seed}-{count}.jsonl"
+    if not path.exists():
+        rng = random.Random(seed)
+        order_seq = [0]
+        raws = [batch(rng, 1, order_seq, purchases_only=True) for _ in range(count)]
+        _write(path, [json.dumps(raw, separators=(",", ":")).encode() for raw in raws])
+    return path.read_bytes().splitlines()
+
+
+def unique(raw: bytes, round_: int) -> bytes:
+    """`raw` with its `source_request_id` and order ids made unique to `round_` (0 leaves it as it is).
+
+    Replaying a corpus as it is would be deduplicated by the sidecar (a repeated `source_request_id` is
+    skipped, and so is the create of an order already queued): each round of a long run is new input.
+    """
+    if round_ == 0:
+        return raw
+    prefix = b"r%d-" % round_
+    return raw.replace(b'"source_request_id":"', b'"source_request_id":"' + prefix).replace(
+        b'"transaction_id":"order-', b'"transaction_id":"' + prefix + b"order-"
+    )
+
+
+def _write(path: Path, raws: list[bytes]) -> None:
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(b"\n".join(raws) + b"\n")
+    tmp.replace(path)

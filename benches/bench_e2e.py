@@ -1,0 +1,489 @@
+"""End to end: `button-sidecar serve` under load over gRPC (`Sidecar/Ingest`) and HTTP (`POST /v2/events`).
+
+The sidecar runs as it would in production: a subprocess (`button-sidecar serve`, configured through its
+environment variables and a TOML file that only raises the outbox limits), a fresh one with its own
+temporary state directory for each phase (so no phase inherits the delivery backlog of the one before), the
+outbox durable (SQLite, `synchronous=FULL`), delivering to a Button sandbox subprocess while it ingests.
+The load generator is this process (asyncio): it sends corpus batches, each made unique (order ids and
+`source_request_id`) per round so nothing is deduplicated away.
+
+- Max load: a closed loop, `concurrency` calls always outstanding, for `duration` seconds (after a warm-up):
+  events/s, latency percentiles, the server's CPU seconds per million events (psutil, user + system).
+- Half load: an open loop at half the max call rate, each call's latency counted from when it was due
+  (no coordinated omission): the p99 that the target is about. Then the same at a tenth of the max rate:
+  the latency of the path itself, nearly without queueing.
+
+The gRPC client sends pre-serialised `IngestRequest` bytes (the generated stub checks the first answer), so
+the client spends its CPU on the calls, not on protobuf.
+
+    python -m benches.bench_e2e [--quick] [--only grpc,http] [--concurrency 64] [--duration 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc  # type: ignore[import-untyped]
+import orjson
+from button_sidecar import Transformer
+from button_sidecar.v1 import sidecar_pb2, sidecar_pb2_grpc
+
+from benches import corpus
+from benches.common import (
+    SANDBOX_API_KEY,
+    BenchReport,
+    Child,
+    ProcessSampler,
+    Row,
+    child,
+    cli_command,
+    free_port,
+    machine,
+    machine_line,
+    percentile,
+    quick_from_env,
+    sandbox,
+    table,
+    write_json,
+)
+
+TARGET_EVENTS_PER_S = 50_000.0
+TARGET_P99_MS = 10.0
+INGEST_METHOD = "/button_sidecar.v1.Sidecar/Ingest"
+FULL: dict[str, Any] = {"batches": 2000, "concurrency": [16, 64], "duration_s": 12.0, "warmup_s": 2.0}
+QUICK: dict[str, Any] = {"batches": 300, "concurrency": [32], "duration_s": 3.0, "warmup_s": 0.5}
+_CALL_TIMEOUT_S = 30.0
+_MAX_OUTSTANDING = 2000  # open loop: beyond this many calls in flight the server is not keeping up anyway
+
+Send = Callable[[bytes], Awaitable[None]]
+
+
+class Payloads:
+    """Corpus batches as request bytes, round after round, each round unique; with their event counts."""
+
+    def __init__(self, raws: Sequence[bytes], encode: Callable[[bytes], bytes]) -> None:
+        self._raws = list(raws)
+        self._events = [len(orjson.loads(raw)["events"]) for raw in raws]
+        self._encode = encode
+        self._round = 0
+        self._iterator = self._stream()
+
+    def _stream(self) -> Iterator[tuple[bytes, int]]:
+        while True:
+            self._round += 1
+            yield from zip(
+                [self._encode(corpus.unique(raw, self._round)) for raw in self._raws], self._events, strict=True
+            )
+
+    def next(self) -> tuple[bytes, int]:
+        return next(self._iterator)
+
+
+@dataclass
+class Phase:
+    """What one load phase measured."""
+
+    mode: str
+    seconds: float = 0.0
+    calls: int = 0
+    events: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies_s: list[float] = field(default_factory=list)
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+    sandbox_cpu_s: float = 0.0
+    target_calls_per_s: float | None = None
+    concurrency: int | None = None
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def calls_per_s(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    def latency_ms(self, q: float) -> float:
+        return percentile(self.latencies_s, q) * 1000
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "mode": self.mode,
+            "concurrency": self.concurrency,
+            "target_calls_per_s": self.target_calls_per_s,
+            "seconds": self.seconds,
+            "calls": self.calls,
+            "events": self.events,
+            "errors": self.errors,
+            "calls_per_s": self.calls_per_s,
+            "events_per_s": self.events_per_s,
+            "latency_ms": {f"p{q:g}": self.latency_ms(q) for q in (50, 90, 99, 99.9)} | {"max": self.latency_ms(100)},
+            "server_cpu_s": self.server_cpu_s,
+            "server_cpu_s_per_million_events": self.server_cpu_s / self.events * 1e6 if self.events else None,
+            "server_cores_busy": self.server_cpu_s / self.seconds if self.seconds else None,
+            "client_cpu_s": self.client_cpu_s,
+            "sandbox_cpu_s": self.sandbox_cpu_s,
+        }
+
+
+class Meters:
+    """CPU of the server, this client and the sandbox, read at the start and end of a phase."""
+
+    def __init__(self, server_pid: int, sandbox_pid: int) -> None:
+        self.server = ProcessSampler(server_pid)
+        self.client = ProcessSampler(os.getpid())
+        self.sandbox = ProcessSampler(sandbox_pid)
+
+    def read(self) -> tuple[float, float, float]:
+        return self.server.cpu_seconds(), self.client.cpu_seconds(), self.sandbox.cpu_seconds()
+
+
+async def _call(send: Send, payload: bytes, events: int, due: float, phase: Phase, record: bool) -> None:
+    try:
+        await send(payload)
+    except Exception as error:  # every failure is counted and reported, none is fatal to the run
+        name = getattr(error, "code", lambda: None)()
+        key = str(name) if name is not None else type(error).__name__
+        phase.errors[key] = phase.errors.get(key, 0) + 1
+        return
+    if record:
+        phase.latencies_s.append(time.perf_counter() - due)
+        phase.calls += 1
+        phase.events += events
+
+
+async def closed_loop(
+    send: Send, payloads: Payloads, concurrency: int, warmup_s: float, duration_s: float, meters: Meters
+) -> Phase:
+    """`concurrency` calls always in flight; only calls started after the warm-up are counted."""
+    phase = Phase("closed", concurrency=concurrency)
+    loop_start = time.perf_counter()
+    measure_from = loop_start + warmup_s
+    stop_at = measure_from + duration_s
+    marks: dict[str, tuple[float, float, float]] = {}
+
+    async def worker() -> None:
+        while (now := time.perf_counter()) < stop_at:
+            if now >= measure_from and "start" not in marks:
+                marks["start"] = meters.read()
+            payload, events = payloads.next()
+            await _call(send, payload, events, now, phase, record=now >= measure_from)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    end = meters.read()
+    phase.seconds = time.perf_counter() - measure_from
+    start = marks.get("start", end)
+    phase.server_cpu_s, phase.client_cpu_s, phase.sandbox_cpu_s = (b - a for a, b in zip(start, end, strict=True))
+    return phase
+
+
+async def open_loop(send: Send, payloads: Payloads, calls_per_s: float, duration_s: float, meters: Meters) -> Phase:
+    """Calls due at a fixed rate, whether or not earlier ones have answered; latency counted from when due."""
+    phase = Phase("open", target_calls_per_s=calls_per_s)
+    interval = 1.0 / calls_per_s
+    tasks: set[asyncio.Task[None]] = set()
+    start_cpu = meters.read()
+    start = time.perf_counter()
+    i = 0
+    while (due := start + i * interval) < start + duration_s:
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(tasks) >= _MAX_OUTSTANDING:
+            phase.errors["client_backlog_full"] = phase.errors.get("client_backlog_full", 0) + 1
+        else:
+            payload, events = payloads.next()
+            task = asyncio.create_task(_call(send, payload, events, due, phase, record=True))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        i += 1
+    if tasks:
+        await asyncio.gather(*tasks)
+    phase.seconds = time.perf_counter() - start
+    phase.server_cpu_s, phase.client_cpu_s, phase.sandbox_cpu_s = (
+        b - a for a, b in zip(start_cpu, meters.read(), strict=True)
+    )
+    return phase
+
+
+# -- the protocols -------------------------------------------------------------------------------------------------
+
+
+class GrpcClient:
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._channel: Any = None
+        self._ingest: Any = None
+
+    async def __aenter__(self) -> GrpcClient:
+        self._channel = grpc.aio.insecure_channel(self.target)
+        # No serialisers: the payloads are IngestRequest bytes already, the answers are not decoded.
+        self._ingest = self._channel.unary_unary(INGEST_METHOD)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._channel.close()
+
+    async def check(self, raw: bytes) -> int:
+        """One call through the generated stub; the number of requests the sidecar queued."""
+        stub = sidecar_pb2_grpc.SidecarStub(self._channel)
+        response = await stub.Ingest(sidecar_pb2.IngestRequest(mparticle_json=raw), timeout=_CALL_TIMEOUT_S)
+        return int(response.counts.accepted)
+
+    @staticmethod
+    def encode(raw: bytes) -> bytes:
+        return bytes(sidecar_pb2.IngestRequest(mparticle_json=raw).SerializeToString())
+
+    async def send(self, payload: bytes) -> None:
+        await self._ingest(payload, timeout=_CALL_TIMEOUT_S)
+
+
+class HttpStatusError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self._status = status
+
+    def code(self) -> str:
+        return f"HTTP {self._status}"
+
+
+class HttpClient:
+    def __init__(self, base_url: str, concurrency: int) -> None:
+        self.url = f"{base_url}/v2/events"
+        self._concurrency = concurrency
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> HttpClient:
+        connector = aiohttp.TCPConnector(limit=max(self._concurrency, 100))
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"Content-Type": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=_CALL_TIMEOUT_S),
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def check(self, raw: bytes) -> int:
+        await self.send(raw)
+        return -1  # 202 carries no counts
+
+    @staticmethod
+    def encode(raw: bytes) -> bytes:
+        return raw
+
+    async def send(self, payload: bytes) -> None:
+        assert self._session is not None
+        async with self._session.post(self.url, data=payload) as response:
+            await response.read()
+            if response.status != 202:
+                raise HttpStatusError(response.status)
+
+
+async def wait_http_ready(base_url: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"{base_url}/healthz") as response:
+                    if response.status == 200:
+                        return
+                    last = f"HTTP {response.status}: {(await response.read())[:200]!r}"
+            except aiohttp.ClientError as error:
+                last = str(error)
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the HTTP endpoint {base_url} is not ready after {timeout_s} s ({last})")
+
+
+def server_config(directory: Path) -> Path:
+    """The TOML file of the server: only the outbox limits raised (a run queues far more than 100,000)."""
+    path = directory / "sidecar.toml"
+    path.write_text('log_level = "error"\n\n[outbox]\nmax_requests = 100000000\nmax_bytes = 1099511627776\n')
+    return path
+
+
+@dataclass
+class Server:
+    """A running `serve` and a connected client."""
+
+    client: GrpcClient | HttpClient
+    meters: Meters
+    process: Child
+
+
+@asynccontextmanager
+async def serving(
+    protocol: str, directory: Path, sandbox_url: str, sandbox_pid: int, concurrency: int
+) -> AsyncIterator[Server]:
+    """`button-sidecar serve` on a fresh state directory, delivering to the sandbox, with a client for `protocol`."""
+    directory.mkdir(parents=True)
+    http_port = free_port()
+    env = {
+        **os.environ,
+        "BUTTON_API_KEY": SANDBOX_API_KEY,
+        "BUTTON_API_BASE_URL": sandbox_url,
+        "BUTTON_SIDECAR_GRPC_LISTEN": "127.0.0.1:0",
+        "BUTTON_SIDECAR_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        "BUTTON_SIDECAR_STATE_DIR": str(directory / "state"),
+    }
+    command = cli_command("serve", "--config", str(server_config(directory)))
+    with child(command, env, directory / "server.log") as process:
+        prefix = "Sidecar listening on "
+        if not process.first_line.startswith(prefix):
+            raise RuntimeError(f"unexpected first line of serve: {process.first_line!r}")
+        client: GrpcClient | HttpClient
+        if protocol == "grpc":
+            client = GrpcClient(process.first_line.removeprefix(prefix))
+        else:
+            base_url = f"http://127.0.0.1:{http_port}"
+            await wait_http_ready(base_url)
+            client = HttpClient(base_url, concurrency)
+        try:
+            async with client:
+                yield Server(client, Meters(process.pid, sandbox_pid), process)
+        except BaseException:
+            print(f"serve stderr:\n{process.stderr_tail()}")
+            raise
+
+
+async def protocol_run(
+    protocol: str, raws: Sequence[bytes], concurrencies: Sequence[int], duration_s: float, warmup_s: float
+) -> dict[str, Any]:
+    """Each phase on a fresh server, so that none inherits the delivery backlog of the one before."""
+    logs: list[str] = []
+    with tempfile.TemporaryDirectory(prefix=f"bench-e2e-{protocol}-") as tmp:
+        directory = Path(tmp)
+        with sandbox(directory / "sandbox.log", "--request-log-limit", "1000") as (sandbox_url, sandbox_process):
+            payloads: Payloads | None = None
+
+            async def phase(name: str, concurrency: int, load: Callable[[Server, Payloads], Awaitable[Phase]]) -> Phase:
+                nonlocal payloads
+                async with serving(protocol, directory / name, sandbox_url, sandbox_process.pid, concurrency) as server:
+                    if payloads is None:
+                        payloads = Payloads(raws, server.client.encode)
+                        expected = len(Transformer().transform_json(raws[0], corpus.BASE_TIME_MS).requests)
+                        accepted = await server.client.check(corpus.unique(raws[0], 0))
+                        if accepted not in (-1, expected):
+                            raise AssertionError(f"{protocol}: the sidecar queued {accepted} requests, not {expected}")
+                    measured = await load(server, payloads)
+                    if measured.errors:
+                        logs.append(f"--- {name}\n{server.process.stderr_tail(60)}")
+                return measured
+
+            closed = [
+                await phase(
+                    f"closed-{c}",
+                    c,
+                    lambda server, p, c=c: closed_loop(server.client.send, p, c, warmup_s, duration_s, server.meters),  # type: ignore[misc]
+                )
+                for c in concurrencies
+            ]
+            best = max(closed, key=lambda measured: measured.events_per_s)
+            rates = {"half": best.calls_per_s / 2, "light": best.calls_per_s / 10}
+            open_phases = {
+                name: await phase(
+                    name,
+                    max(concurrencies),
+                    lambda server, p, rate=rate: open_loop(server.client.send, p, rate, duration_s, server.meters),  # type: ignore[misc]
+                )
+                for name, rate in rates.items()
+            }
+    return {
+        "closed": [measured.to_json() for measured in closed],
+        "best": best.to_json(),
+        "half": open_phases["half"].to_json(),
+        # What a call costs nearly without queueing: the latency floor of the path itself.
+        "light": open_phases["light"].to_json(),
+        "server_log_tail_on_errors": "\n".join(logs),
+    }
+
+
+async def measure(
+    quick: bool, protocols: Sequence[str], concurrencies: Sequence[int] | None, duration_s: float | None
+) -> BenchReport:
+    sizes = QUICK if quick else FULL
+    raws = corpus.load(int(sizes["batches"]))
+    levels = list(concurrencies or sizes["concurrency"])
+    duration = duration_s or float(sizes["duration_s"])
+    rows: list[Row] = []
+    details: dict[str, Any] = {"batches": len(raws), "duration_s": duration, "errors": {}}
+    for protocol in protocols:
+        try:
+            result = await protocol_run(protocol, raws, levels, duration, float(sizes["warmup_s"]))
+        except Exception as error:
+            details["errors"][protocol] = f"{type(error).__name__}: {error}"
+            continue
+        details[protocol] = result
+        best, half = result["best"], result["half"]
+        name = "gRPC Ingest" if protocol == "grpc" else "HTTP POST /v2/events"
+        rows += [
+            Row(
+                f"e2e {name}: max events/s (c={best['concurrency']})",
+                best["events_per_s"],
+                "events/s",
+                TARGET_EVENTS_PER_S,
+            ),
+            Row(f"e2e {name}: p50 latency at max", best["latency_ms"]["p50"], "ms"),
+            Row(f"e2e {name}: p99 latency at max", best["latency_ms"]["p99"], "ms"),
+            Row(f"e2e {name}: server CPU per million events", best["server_cpu_s_per_million_events"] or 0, "s"),
+            Row(f"e2e {name}: events/s at half load", half["events_per_s"], "events/s"),
+            Row(f"e2e {name}: p50 latency at half load", half["latency_ms"]["p50"], "ms"),
+            Row(f"e2e {name}: p99 latency at half load", half["latency_ms"]["p99"], "ms", TARGET_P99_MS, "lower"),
+            Row(f"e2e {name}: p99.9 latency at half load", half["latency_ms"]["p99.9"], "ms"),
+            Row(f"e2e {name}: p50 latency at 10% load", result["light"]["latency_ms"]["p50"], "ms"),
+            Row(f"e2e {name}: p99 latency at 10% load", result["light"]["latency_ms"]["p99"], "ms"),
+        ]
+        phases = [*result["closed"], half, result["light"]]
+        failed = sum(sum(phase["errors"].values()) for phase in phases)
+        if failed:
+            calls = sum(phase["calls"] for phase in phases)
+            rows.append(Row(f"e2e {name}: failed calls (see the JSON)", failed / (failed + calls), "fraction"))
+    report = BenchReport("e2e", rows, details)
+    if details["errors"]:
+        report.error = "; ".join(f"{p}: {e}" for p, e in details["errors"].items())
+    return report
+
+
+def run(
+    quick: bool = False,
+    protocols: Sequence[str] = ("grpc", "http"),
+    concurrencies: Sequence[int] | None = None,
+    duration_s: float | None = None,
+) -> BenchReport:
+    return asyncio.run(measure(quick, protocols, concurrencies, duration_s))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", default=quick_from_env(), help="smoke-test sizes")
+    parser.add_argument("--only", default="grpc,http", help="protocols: grpc,http")
+    parser.add_argument("--concurrency", help="comma-separated calls in flight for the max-load phase")
+    parser.add_argument("--duration", type=float, help="seconds per phase")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")] if args.concurrency else None
+    info = machine()
+    print(machine_line(info))
+    start = time.perf_counter()
+    report = run(args.quick, args.only.split(","), levels, args.duration)
+    report.seconds = time.perf_counter() - start
+    print(table(report.rows))
+    if report.error:
+        print(f"errors: {report.error}")
+    write_json("e2e", {"machine": info, "quick": args.quick, **report.to_json()})
+
+
+if __name__ == "__main__":
+    main()

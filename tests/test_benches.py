@@ -1,0 +1,59 @@
+"""Smoke test of the benchmark harness: `python -m benches.run --quick --only NAME` runs and writes its JSON.
+
+Nothing about timings is asserted (the machine is shared and noisy): only that the harness exits 0, checked
+the implementations against each other (it refuses to time them otherwise), and wrote what it promises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET_S = 240
+
+
+def run_benches(name: str, output: Path) -> dict[str, Any]:
+    env = {**os.environ, "BENCH_OUTPUT_DIR": str(output), "BENCH_QUICK": "1"}
+    command = [sys.executable, "-m", "benches.run", "--quick", "--only", name]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUDGET_S, check=False)
+    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "machine: " in done.stdout and "| scenario" in done.stdout, done.stdout
+    results: dict[str, Any] = json.loads((output / "results.json").read_text())
+    assert json.loads((output / f"{name}.json").read_text())["name"] == name
+    assert results["quick"] is True
+    assert {"cpu", "cores", "python", "build_profile"} <= set(results["machine"])
+    report = results["benchmarks"][name]
+    assert report["error"] is None
+    assert report["rows"] and all({"scenario", "value", "unit", "target", "ratio"} <= set(r) for r in report["rows"])
+    assert (output / "ratios.png").read_bytes().startswith(b"\x89PNG")
+    details: dict[str, Any] = report["details"]
+    return details
+
+
+@pytest.mark.timeout(BUDGET_S + 30)
+def test_core_benchmark_checks_outputs_and_writes_ratios(tmp_path: Path) -> None:
+    details = run_benches("core", tmp_path)
+
+    assert details["checked_identical"] == ["stdlib reference", "orjson reference", "floor parses every batch"]
+    assert details["corpus"]["orjson_number_text_edge_cases"] == 0
+    assert {"rust_vs_stdlib_1t", "rust_vs_orjson_1t", "rust_over_floor_1t", "rust_2t_scaling"} <= set(details["ratios"])
+    for variant in ("rust", "floor", "ref_stdlib", "ref_orjson"):
+        for threads in ("1t", "2t"):
+            assert {"median_s", "events_per_s", "mb_per_s"} <= set(details["variants"][f"{variant}_{threads}"])
+
+
+@pytest.mark.timeout(BUDGET_S + 30)
+def test_delivery_benchmark_delivers_every_order_and_writes_the_baseline(tmp_path: Path) -> None:
+    details = run_benches("delivery", tmp_path)
+
+    assert details["latency_ms"] == 20.0
+    assert details["baseline"]["orders"] > 0
+    assert details["runs"] and all(run["dead_letters"] == 0 for run in details["runs"])
+    assert {"recommended_concurrency", "ratio_vs_pybutton", "best_concurrency"} <= set(details)
