@@ -268,8 +268,9 @@ class RetryConfig:
 class DeliveryConfig:
     """`[delivery]`: sending to Button."""
 
-    concurrency: int = 16
-    """Most requests in flight to Button at once (also the connection pool size). Default: `16`. Example: `64`."""
+    concurrency: int = 64
+    """Most requests in flight to Button at once (also the connection pool size); adaptive below it while
+    Button answers 429 or 503. Default: `64`. Example: `128`."""
     request_timeout_secs: float = 10.0
     """Seconds one Button request may take end to end before it counts as failed and is retried.
     Default: `10`. Example: `30`."""

@@ -29,6 +29,7 @@ from button_sidecar.pipeline.ingest import (
     wants_attribution,
 )
 from button_sidecar.pipeline.ledger import LedgerOrder, OrderLedger, SqliteOrderLedger
+from button_sidecar.pipeline.offload import run_mapping
 from button_sidecar.pipeline.outbox import Outbox, OutboxFull, OutboxLocked
 from button_sidecar.pipeline.records import DeadLetter, EnqueueResult, KeyStatus, OutboxStats
 from button_sidecar.pipeline.redis_store import RedisAttributionStore, RedisOrderLedger, StoreUnavailable
@@ -230,14 +231,14 @@ class Pipeline:
         backend does not answer (nothing of the batch was queued then; tokens it taught may be remembered).
         """
         with self._admitted():
-            # The Rust core releases the GIL, so mapping in a thread leaves the event loop free.
-            result = await asyncio.to_thread(self._transformer.transform_json, raw, received_at_ms)
+            result = await run_mapping(lambda: self._transformer.transform_json(raw, received_at_ms), len(raw))
             return (await self._accept([result], received_at_ms))[0]
 
     async def ingest_many(self, raws: Sequence[bytes | str], received_at_ms: int | None = None) -> list[IngestResult]:
         """`ingest` for many batches (mapped in parallel in Rust), queued in one transaction: all or none."""
         with self._admitted():
-            results = await asyncio.to_thread(self._transformer.transform_many, raws, received_at_ms)
+            size = sum(map(len, raws))
+            results = await run_mapping(lambda: self._transformer.transform_many(raws, received_at_ms), size)
             return await self._accept(results, received_at_ms)
 
     async def ingest_results(

@@ -76,6 +76,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS outbox_key ON outbox (order_key, seq);
 CREATE INDEX IF NOT EXISTS outbox_dedupe ON outbox (dedupe_key) WHERE dedupe_key IS NOT NULL;
+-- The age gauge reads MIN(created_at) of pending rows every second: without it, a scan of the whole table
+-- (over a second at a million queued rows, on the one database thread).
+CREATE INDEX IF NOT EXISTS outbox_pending_age ON outbox (created_at) WHERE state IN ('queued', 'in_flight');
 CREATE TABLE IF NOT EXISTS seen_batches (batch_key TEXT PRIMARY KEY, seen_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS seen_batches_at ON seen_batches (seen_at);
 -- The last finished outcome per order key, kept after its rows are gone (delivered rows are deleted).

@@ -6,7 +6,6 @@ released, so no Python message object is built for a batch on the hot path.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
@@ -23,6 +22,7 @@ from button_sidecar.pipeline import (
     StorageUnavailable,
     StoreUnavailable,
 )
+from button_sidecar.pipeline.offload import run_mapping
 from button_sidecar.server.health import ServingState
 from button_sidecar.server.reachability import ButtonReachability
 from button_sidecar.server.watch import SidecarEvent, WatchHub
@@ -64,7 +64,7 @@ class SidecarServicer:
         self._reachability = reachability
 
     async def ingest(self, raw: bytes) -> pb.IngestResponse:
-        result = await asyncio.to_thread(self._transformer.transform_ingest_request, raw)
+        result = await run_mapping(lambda: self._transformer.transform_ingest_request(raw), len(raw))
         # An unusable payload goes through the pipeline too (it queues nothing), so it is counted there.
         (ingested,) = await self._accept([result])
         if (unusable := ingested.unusable) is not None:
@@ -73,7 +73,7 @@ class SidecarServicer:
 
     async def ingest_bulk(self, raw: bytes) -> pb.IngestBulkResponse:
         try:
-            results = await asyncio.to_thread(self._transformer.transform_ingest_bulk, raw)
+            results = await run_mapping(lambda: self._transformer.transform_ingest_bulk(raw), len(raw))
         except ValueError as error:
             raise InvalidArgument(f"the payload is unusable: {error}") from None
         responses = [_response(result) for result in await self._accept(results)]
