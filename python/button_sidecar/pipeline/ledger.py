@@ -106,9 +106,11 @@ class SqliteOrderLedger:
 
     async def record(self, order: LedgerOrder, *, replace: bool = True) -> None:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        # Not waited onto the disk: a ledger row lost to a power cut is fetched from Button when a refund needs it.
         await self._db.execute(
             f"{verb} INTO orders (order_id, fields, deleted) VALUES (?, ?, ?)",
             (order.order_id, orjson.dumps(order.fields), int(order.deleted)),
+            durable=False,
         )
 
     async def mark_deleted(self, order_id: str) -> None:

@@ -151,13 +151,27 @@ class SqliteDatabase:
             raise RuntimeError(f"database {self.path} is not open")
         return self._conn
 
-    def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def transaction(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run `fn` in one write transaction on the database thread: all of it commits durably, or none of it.
+
+        `durable=False` commits without waiting for the disk (WAL with `synchronous=NORMAL`): a process crash
+        loses nothing, a power loss may undo the latest such commits. Only for writes whose loss means a
+        request is sent again (an acknowledgement), which at-least-once delivery already allows.
 
         When `fn` or the COMMIT fails (e.g. the disk is full), the transaction is rolled back before the error
         is raised, so the connection is never left inside a transaction that would refuse every later BEGIN.
         """
         conn = self.conn
+        if not durable:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._transaction(conn, fn)
+        finally:
+            if not durable:
+                conn.execute("PRAGMA synchronous=FULL")
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn)
@@ -176,12 +190,12 @@ class SqliteDatabase:
         """`transaction(fn)` from the event loop."""
         return await self.call(lambda: self.transaction(fn))
 
-    async def execute(self, sql: str, params: Sequence[object] = ()) -> None:
-        """One statement in its own write transaction.
+    async def execute(self, sql: str, params: Sequence[object] = (), *, durable: bool = True) -> None:
+        """One statement in its own write transaction (see `transaction` for `durable`).
 
         The cursor is closed on the database thread: a cursor handed back to the event loop would be finalised
         there, racing with the connection's use on its own thread (sqlite3.InterfaceError, "API misuse")."""
-        await self.write(lambda conn: conn.execute(sql, params).close())
+        await self.call(lambda: self.transaction(lambda conn: conn.execute(sql, params).close(), durable=durable))
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
         """`execute` once per row, all in one write transaction."""
