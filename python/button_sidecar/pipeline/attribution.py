@@ -91,6 +91,9 @@ class SqliteAttributionStore:
             " ON CONFLICT (user_key) DO UPDATE SET btn_ref = excluded.btn_ref, timestamp_ms = excluded.timestamp_ms"
             " WHERE (excluded.timestamp_ms, excluded.btn_ref) > (timestamp_ms, btn_ref)",
             rows,
+            # A second fsync per ingest otherwise; a power cut may forget the newest tokens (the SDKs send the
+            # current token again with later batches), a process crash forgets nothing.
+            durable=False,
         )
 
     async def lookup(self, keys: Sequence[str], now_ms: int) -> StoredAttribution | None:

@@ -197,9 +197,9 @@ class SqliteDatabase:
         there, racing with the connection's use on its own thread (sqlite3.InterfaceError, "API misuse")."""
         await self.call(lambda: self.transaction(lambda conn: conn.execute(sql, params).close(), durable=durable))
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+    async def executemany(self, sql: str, rows: Iterable[Sequence[object]], *, durable: bool = True) -> None:
         """`execute` once per row, all in one write transaction."""
-        await self.write(lambda conn: conn.executemany(sql, rows).close())
+        await self.call(lambda: self.transaction(lambda conn: conn.executemany(sql, rows).close(), durable=durable))
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read-only `fn` on the database thread."""
