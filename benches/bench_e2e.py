@@ -40,7 +40,6 @@ from button_sidecar.v1 import sidecar_pb2, sidecar_pb2_grpc
 
 from benches import corpus
 from benches.common import (
-    SANDBOX_API_KEY,
     BenchReport,
     Child,
     ProcessSampler,
@@ -53,6 +52,7 @@ from benches.common import (
     percentile,
     quick_from_env,
     sandbox,
+    serve_env,
     table,
     write_json,
 )
@@ -331,14 +331,7 @@ async def serving(
     """`button-sidecar serve` on a fresh state directory, delivering to the sandbox, with a client for `protocol`."""
     directory.mkdir(parents=True)
     http_port = free_port()
-    env = {
-        **os.environ,
-        "BUTTON_API_KEY": SANDBOX_API_KEY,
-        "BUTTON_API_BASE_URL": sandbox_url,
-        "BUTTON_SIDECAR_GRPC_LISTEN": "127.0.0.1:0",
-        "BUTTON_SIDECAR_HTTP_LISTEN": f"127.0.0.1:{http_port}",
-        "BUTTON_SIDECAR_STATE_DIR": str(directory / "state"),
-    }
+    env = serve_env(sandbox_url, http_port, directory / "state")
     command = cli_command("serve", "--config", str(server_config(directory)))
     with child(command, env, directory / "server.log") as process:
         prefix = "Sidecar listening on "

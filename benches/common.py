@@ -223,6 +223,19 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "button_sidecar.cli", *args]
 
 
+def serve_env(sandbox_url: str, http_port: int, state_dir: Path) -> dict[str, str]:
+    """The environment of a `button-sidecar serve` delivering to the sandbox: gRPC on a free port (its address
+    is the first stdout line), HTTP on `http_port`, the API key in the environment as in production."""
+    return {
+        **os.environ,
+        "BUTTON_API_KEY": SANDBOX_API_KEY,
+        "BUTTON_API_BASE_URL": sandbox_url,
+        "BUTTON_SIDECAR_GRPC_LISTEN": "127.0.0.1:0",
+        "BUTTON_SIDECAR_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        "BUTTON_SIDECAR_STATE_DIR": str(state_dir),
+    }
+
+
 @dataclass
 class Child:
     """A subprocess we started, with its first stdout line (the address it listens on)."""

@@ -36,7 +36,6 @@ import psutil  # type: ignore[import-untyped]
 from button_sidecar.v1 import sidecar_pb2, sidecar_pb2_grpc
 
 from benches.common import (
-    SANDBOX_API_KEY,
     Child,
     child,
     cli_command,
@@ -45,6 +44,7 @@ from benches.common import (
     machine_line,
     percentile,
     sandbox,
+    serve_env,
     write_json,
 )
 
@@ -250,14 +250,7 @@ async def soak(seconds: float, rate: float, every: float, directory: Path) -> di
     with sandbox(directory / "sandbox.log", "--request-log-limit", "1000", *SANDBOX_FAULTS) as (sandbox_url, _):
         config = directory / "sidecar.toml"
         config.write_text('log_level = "warning"\n[outbox]\nmax_requests = 10000000\nmax_bytes = 1099511627776\n')
-        env = {
-            **os.environ,
-            "BUTTON_API_KEY": SANDBOX_API_KEY,
-            "BUTTON_API_BASE_URL": sandbox_url,
-            "BUTTON_SIDECAR_GRPC_LISTEN": "127.0.0.1:0",
-            "BUTTON_SIDECAR_HTTP_LISTEN": f"127.0.0.1:{http_port}",
-            "BUTTON_SIDECAR_STATE_DIR": str(directory / "state"),
-        }
+        env = serve_env(sandbox_url, http_port, directory / "state")
         with child(cli_command("serve", "--config", str(config)), env, directory / "serve.log") as server:
             address = server.first_line.removeprefix("Sidecar listening on ")
             http_url = f"http://127.0.0.1:{http_port}/v2/events"
