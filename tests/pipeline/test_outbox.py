@@ -211,6 +211,27 @@ def test_concurrent_enqueues_all_commit(tmp_path: Path) -> None:
         assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 200
 
 
+def test_a_write_refused_inside_a_group_leaves_the_others_of_the_group_committed(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        await outbox.enqueue([item("A"), item("B")])
+        (a, b), _ = await outbox.lease(10)
+        # Made together, so they share one transaction: the acks make room for the first enqueue only.
+        outcomes = await asyncio.gather(
+            outbox.ack(a.seq, 200),
+            outbox.enqueue([item("C"), item("D")]),
+            outbox.enqueue([item("E"), item("F")]),
+            outbox.ack(b.seq, 200),
+            return_exceptions=True,
+        )
+        assert [type(o).__name__ for o in outcomes] == ["NoneType", "EnqueueResult", "OutboxFull", "NoneType"]
+        stats = await outbox.stats()
+        assert (stats.queued, stats.in_flight, stats.delivered) == (2, 0, 2)
+        assert [key for _, key in await leased_keys(outbox)] == ["C", "D"]
+        await outbox.enqueue([item("E")])  # the totals kept count through the refused write: room for one more
+
+    run(tmp_path, scenario, max_rows=3)
+
+
 def test_one_process_per_state_dir(tmp_path: Path) -> None:
     async def scenario(outbox: Outbox) -> None:
         with pytest.raises(OutboxLocked):

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import functools
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal
 
 from button_sidecar.pipeline.records import (
     DeadLetter,
@@ -47,11 +45,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 WhenFull = Literal["reject", "block"]
 # Writes the outcome of one leased row; returns how the pending (rows, bytes) totals change once it commits.
 _Settlement = Callable[[sqlite3.Connection], tuple[int, int]]
+# One write of a group, on the database thread: changes the group's pending (rows, bytes) totals in place.
+_Apply = Callable[[sqlite3.Connection, list[int]], Any]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -115,12 +114,6 @@ class OutboxLocked(Exception):
     """Another process already owns this outbox (its state directory)."""
 
 
-@dataclass(slots=True)
-class _Submission:
-    batches: Sequence[tuple[Sequence[OutboxItem], str | None]]
-    future: asyncio.Future[list[EnqueueResult]]
-
-
 def _body_size(body: bytes | None) -> int:
     return len(body) if body is not None else 0
 
@@ -129,8 +122,10 @@ class Outbox:
     """A bounded, durable, per-key FIFO queue in `<state_dir>/outbox.sqlite3`.
 
     Semantics:
-    - `enqueue` returns only after its rows are committed with fsync; concurrent calls share one commit
-      (group commit). A batch is written whole or not at all.
+    - `enqueue` returns only after its rows are committed with fsync. Every write (enqueues, leases and
+      outcomes) made while a transaction commits goes into the next one, each in its own savepoint (group
+      commit): one transaction, and at most one fsync, per group instead of per call. A batch is written
+      whole or not at all.
     - Bounded by pending rows and body bytes (dead letters are not counted: they are kept until purged).
       Past a limit `enqueue` raises `OutboxFull`, or with `when_full="block"` waits for room up to
       `block_timeout_secs`. Nothing accepted is ever dropped.
@@ -160,7 +155,9 @@ class Outbox:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._state_dir = state_dir
-        self._db = SqliteDatabase(state_dir / "outbox.sqlite3", _SCHEMA)
+        self._db = SqliteDatabase(
+            state_dir / "outbox.sqlite3", _SCHEMA, on_group=self._start_group, on_group_commit=self._publish_group
+        )
         self._max_rows = max_rows
         self._max_bytes = max_bytes
         self._when_full = when_full
@@ -171,9 +168,9 @@ class Outbox:
         # Owned by the database thread; read elsewhere only as a snapshot.
         self._pending_rows = 0
         self._pending_bytes = 0
+        # The totals as the writes of the group being written leave them; published once it commits.
+        self._group_counts = [0, 0]
         self._last_seen_prune = 0.0
-        self._submissions: list[_Submission] = []
-        self._flusher: asyncio.Task[None] | None = None
         # Replaced on every release of room, so a waiter never misses a wake-up that raced its check.
         self._room = asyncio.Event()
         self._work_listeners: list[Callable[[], None]] = []
@@ -225,8 +222,6 @@ class Outbox:
         return requeued
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await self._flusher
         await self._db.close()
         self._release_lock()
 
@@ -264,65 +259,58 @@ class Outbox:
         return len(items) <= self._max_rows and sum(_body_size(i.body) for i in items) <= self._max_bytes
 
     async def _submit(self, batches: Sequence[tuple[Sequence[OutboxItem], str | None]]) -> list[EnqueueResult]:
-        future: asyncio.Future[list[EnqueueResult]] = asyncio.get_running_loop().create_future()
-        self._submissions.append(_Submission(batches, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        # While one group commits (fsync), new submissions gather and go into the next group.
-        while self._submissions:
-            group, self._submissions = self._submissions, []
-            try:
-                results = await self._db.call(functools.partial(self._write_group, group))
-            except Exception as error:  # e.g. disk full: every caller of the group gets the error
-                results = [error] * len(group)
-            for submission, result in zip(group, results, strict=True):
-                if submission.future.done():  # the caller stopped waiting; what it sent is stored regardless
-                    continue
-                if isinstance(result, Exception):
-                    submission.future.set_exception(result)
-                else:
-                    submission.future.set_result(result)
-            if any(not isinstance(r, Exception) for r in results):
-                self._notify_work()
-
-    def _write_group(self, group: Sequence[_Submission]) -> list[list[EnqueueResult] | Exception]:
-        """One transaction (one fsync) for a group of submissions; each is stored whole or refused whole."""
         now = self._clock()
-        counts = [self._pending_rows, self._pending_bytes]
-        prune = now - self._last_seen_prune >= _SEEN_PRUNE_INTERVAL_SECS
+        result: list[EnqueueResult] = await self._write(
+            lambda conn, counts: self._write_submission(conn, batches, now, counts), durable=True
+        )
+        return result
 
-        def write(conn: sqlite3.Connection) -> list[list[EnqueueResult] | Exception]:
-            if prune:
-                conn.execute("DELETE FROM seen_batches WHERE seen_at < ?", (now - self._dedupe_window_secs,))
-            return [self._write_submission(conn, s, now, counts) for s in group]
+    async def _write(self, apply: _Apply, *, durable: bool) -> Any:
+        """`apply` as a grouped write (`SqliteDatabase.write_grouped`); once committed, rows that left the queue
+        make room for writers waiting for it and rows that joined it wake the delivery."""
 
-        results = self._db.transaction(write)
-        # Only now is it on disk: publish the new totals.
-        self._pending_rows, self._pending_bytes = counts
-        if prune:
+        def counted(conn: sqlite3.Connection) -> tuple[Any, int]:
+            counts = self._group_counts
+            before = list(counts)
+            try:
+                return apply(conn, counts), counts[0] - before[0]
+            except BaseException:
+                counts[:] = before  # its savepoint is rolled back
+                raise
+
+        result, rows = await self._db.write_grouped(counted, durable=durable)
+        if rows < 0:
+            self._release_room()
+        elif rows > 0:
+            self._notify_work()
+        return result
+
+    def _start_group(self, conn: sqlite3.Connection) -> None:
+        now = self._clock()
+        self._group_counts = [self._pending_rows, self._pending_bytes]
+        if now - self._last_seen_prune >= _SEEN_PRUNE_INTERVAL_SECS:
+            conn.execute("DELETE FROM seen_batches WHERE seen_at < ?", (now - self._dedupe_window_secs,))
             self._last_seen_prune = now
-        return results
+
+    def _publish_group(self) -> None:
+        self._pending_rows, self._pending_bytes = self._group_counts
 
     def _write_submission(
-        self, conn: sqlite3.Connection, submission: _Submission, now: float, counts: list[int]
-    ) -> list[EnqueueResult] | Exception:
+        self,
+        conn: sqlite3.Connection,
+        batches: Sequence[tuple[Sequence[OutboxItem], str | None]],
+        now: float,
+        counts: list[int],
+    ) -> list[EnqueueResult]:
         before = list(counts)
-        conn.execute("SAVEPOINT submission")
-        results = [self._write_batch(conn, items, batch_key, now, counts) for items, batch_key in submission.batches]
+        results = [self._write_batch(conn, items, batch_key, now, counts) for items, batch_key in batches]
         # Measured after writing, so repeats skipped by a dedupe key do not count against the limits.
         added = counts[0] > before[0]
         if added and (counts[0] > self._max_rows or counts[1] > self._max_bytes):
-            conn.execute("ROLLBACK TO submission")
-            conn.execute("RELEASE submission")
-            counts[:] = before
-            return OutboxFull(
+            raise OutboxFull(
                 f"the outbox is full ({before[0]} requests, {before[1]} bytes pending; limits {self._max_rows} "
                 f"requests, {self._max_bytes} bytes): retry once deliveries have drained it"
             )
-        conn.execute("RELEASE submission")
         return results
 
     def _write_batch(
@@ -371,11 +359,10 @@ class Outbox:
         now = self._clock()
         unsettled = dict(self._unsettled)
 
-        def lease(
-            conn: sqlite3.Connection,
-        ) -> tuple[tuple[list[OutboxRow], float | None, list[tuple[int, int]]], list[tuple[int, int]]]:
+        def lease(conn: sqlite3.Connection, counts: list[int]) -> tuple[list[OutboxRow], float | None]:
             # First the outcomes the storage refused earlier: their rows are still in flight, so not leasable.
-            changes = [settle(conn) for settle in unsettled.values()]
+            for settle in unsettled.values():
+                _count(counts, settle(conn))
             rows = conn.execute(
                 "SELECT seq, order_key, kind, method, path, body, created_at, cycle_started_at, attempts "
                 f"FROM outbox AS o WHERE o.state = 'queued' AND o.next_attempt_at <= ? AND {_IS_HEAD} "
@@ -392,13 +379,13 @@ class Outbox:
                     "ORDER BY o.next_attempt_at LIMIT 1"
                 ).fetchone()
                 next_due = None if found is None else float(found[0])
-            return ([OutboxRow(*r) for r in rows], next_due, changes), changes
+            return [OutboxRow(*r) for r in rows], next_due
 
-        leased, next_due, changes = await self._db.call(lambda: self._counted(lease))
+        # A lost lease costs nothing (rows in flight are queued again on start): durable only for the outcomes.
+        leased, next_due = await self._write(lease, durable=bool(unsettled))
         if unsettled:
             for seq in unsettled:
                 self._unsettled.pop(seq, None)
-            self._after(changes)
             logger.info("Wrote the outcome of %d request(s) that the storage had refused before.", len(unsettled))
         return leased, next_due
 
@@ -413,31 +400,9 @@ class Outbox:
             raise
 
     async def _commit(self, write: _Settlement, *, durable: bool = True) -> tuple[int, int]:
-        """`write` in one transaction; its change of the pending totals is published once it committed."""
-
-        def counted(conn: sqlite3.Connection) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-            change = write(conn)
-            return change, [change]
-
-        change = await self._db.call(lambda: self._counted(counted, durable=durable))
-        self._after([change])
+        """`write` in the next group; returns its change of the pending totals, published once committed."""
+        change: tuple[int, int] = await self._write(lambda conn, counts: _count(counts, write(conn)), durable=durable)
         return change
-
-    def _counted(
-        self, write: Callable[[sqlite3.Connection], tuple[T, Sequence[tuple[int, int]]]], *, durable: bool = True
-    ) -> T:
-        """On the database thread: `write` in one transaction, then (only once it is on disk) its changes of
-        the pending totals applied. The totals are only ever changed on this thread, in commit order."""
-        result, changes = self._db.transaction(write, durable=durable)
-        for rows, nbytes in changes:
-            self._pending_rows += rows
-            self._pending_bytes += nbytes
-        return result
-
-    def _after(self, changes: Sequence[tuple[int, int]]) -> None:
-        """On the event loop, after a commit: rows that left the queue make room for writers waiting for it."""
-        if any(rows < 0 for rows, _ in changes):
-            self._release_room()
 
     async def ack(self, seq: int, status: int | None) -> None:
         """The attempt succeeded: delete the row and keep the outcome for its key."""
@@ -616,7 +581,6 @@ class Outbox:
             return int(count), int(nbytes)
 
         replayed, _ = await self._commit(replay)
-        self._notify_work()
         return replayed
 
     async def purge(self, seqs: Sequence[int] | None = None) -> int:
@@ -633,6 +597,13 @@ class Outbox:
         if seqs is None:
             return "state = 'dead'", ()
         return f"state = 'dead' AND seq IN ({','.join('?' * len(seqs))})", tuple(seqs)
+
+
+def _count(counts: list[int], change: tuple[int, int]) -> tuple[int, int]:
+    """Add `change` (rows, bytes) to a group's pending totals; returns it."""
+    counts[0] += change[0]
+    counts[1] += change[1]
+    return change
 
 
 def _record_outcome(

@@ -1,7 +1,8 @@
 """One SQLite database used from asyncio: a single connection confined to a single thread.
 
 Every statement runs on that thread, so the event loop never waits on disk (a durable commit is an fsync)
-and statements never race each other; calls run in the order they were made.
+and statements never race each other; calls run in the order they were made. Small writes made concurrently
+share a transaction (`write_grouped`): one commit, and at most one fsync, per group instead of per write.
 
 Storage failures come out as two exceptions that name the file, instead of `sqlite3` errors:
 `StorageUnavailable` (the disk is full, read-only or failing: retryable, the failed transaction stored nothing)
@@ -12,11 +13,13 @@ never recreated).
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 T = TypeVar("T")
 
@@ -84,6 +87,18 @@ def storage_error(path: Path, error: sqlite3.Error) -> StorageError | None:
     return None
 
 
+@dataclass(slots=True)
+class _GroupedWrite:
+    fn: Callable[[sqlite3.Connection], Any]
+    durable: bool
+    future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Raised:
+    error: Exception
+
+
 class SqliteDatabase:
     """A SQLite file in WAL mode with `synchronous=FULL`: a commit returns only once it is on disk.
 
@@ -96,11 +111,24 @@ class SqliteDatabase:
     a failed write transaction is always rolled back, so the connection stays usable for the next one.
     """
 
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        schema: str,
+        *,
+        on_group: Callable[[sqlite3.Connection], None] | None = None,
+        on_group_commit: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_group` runs on the database thread at the start of each `write_grouped` transaction, before its
+        writes; `on_group_commit` once that transaction committed (e.g. to publish state the writes built)."""
         self.path = path
         self._schema = schema
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
         self._conn: sqlite3.Connection | None = None
+        self._on_group = on_group
+        self._on_group_commit = on_group_commit
+        self._grouped: list[_GroupedWrite] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self.call(self._open)
@@ -190,22 +218,74 @@ class SqliteDatabase:
         """`transaction(fn)` from the event loop."""
         return await self.call(lambda: self.transaction(fn))
 
+    async def write_grouped(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """`fn` in a write transaction shared with the other grouped writes made meanwhile: while one group
+        commits, new writes gather and go into the next. Each runs in its own savepoint: when `fn` raises, its
+        changes are undone and its caller gets the exception, the rest of the group is unharmed; a storage
+        failure (an `sqlite3.Error`, or the COMMIT) fails the whole group. The group commits durably when any
+        of its writes asks for it (see `transaction`)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._grouped.append(_GroupedWrite(fn, durable, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        result: T = await future
+        return result
+
+    async def _flush(self) -> None:
+        while self._grouped:
+            group, self._grouped = self._grouped, []
+            try:
+                outcomes = await self.call(functools.partial(self._write_group, group))
+            except Exception as error:  # e.g. disk full: every write of the group gets the error
+                outcomes = [_Raised(error)] * len(group)
+            for write, outcome in zip(group, outcomes, strict=True):
+                if write.future.done():  # the caller stopped waiting; what it wrote is stored regardless
+                    continue
+                if isinstance(outcome, _Raised):
+                    write.future.set_exception(outcome.error)
+                else:
+                    write.future.set_result(outcome)
+
+    def _write_group(self, group: Sequence[_GroupedWrite]) -> list[Any]:
+        def write(conn: sqlite3.Connection) -> list[Any]:
+            if self._on_group is not None:
+                self._on_group(conn)
+            outcomes: list[Any] = []
+            for item in group:
+                conn.execute("SAVEPOINT grouped")
+                try:
+                    outcomes.append(item.fn(conn))
+                except sqlite3.Error:
+                    raise  # the storage failed: the whole transaction is rolled back
+                except Exception as error:  # refused by the caller's own rules (or a bug): only this write undone
+                    conn.execute("ROLLBACK TO grouped")
+                    outcomes.append(_Raised(error))
+                conn.execute("RELEASE grouped")
+            return outcomes
+
+        outcomes = self.transaction(write, durable=any(item.durable for item in group))
+        if self._on_group_commit is not None:
+            self._on_group_commit()
+        return outcomes
+
     async def execute(self, sql: str, params: Sequence[object] = (), *, durable: bool = True) -> None:
-        """One statement in its own write transaction (see `transaction` for `durable`).
+        """One statement as a grouped write (see `write_grouped`, and `transaction` for `durable`).
 
         The cursor is closed on the database thread: a cursor handed back to the event loop would be finalised
         there, racing with the connection's use on its own thread (sqlite3.InterfaceError, "API misuse")."""
-        await self.call(lambda: self.transaction(lambda conn: conn.execute(sql, params).close(), durable=durable))
+        await self.write_grouped(lambda conn: conn.execute(sql, params).close(), durable=durable)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[object]], *, durable: bool = True) -> None:
-        """`execute` once per row, all in one write transaction."""
-        await self.call(lambda: self.transaction(lambda conn: conn.executemany(sql, rows).close(), durable=durable))
+        """`execute` once per row, all in one grouped write."""
+        await self.write_grouped(lambda conn: conn.executemany(sql, rows).close(), durable=durable)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read-only `fn` on the database thread."""
         return await self.call(lambda: fn(self.conn))
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
         if self._conn is not None:
             await self.call(self._conn.close)
             self._conn = None
