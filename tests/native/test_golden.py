@@ -24,8 +24,12 @@ def test_every_golden_file_is_loaded() -> None:
 
 
 def test_fixture_copy_is_current() -> None:
-    if not SHARED_FIXTURES.is_dir():
-        pytest.skip("../shared is not next to this checkout: the vendored copy is what we have")
-    for shared in SHARED_FIXTURES.rglob("*.json"):
-        copy = VENDORED_FIXTURES / shared.relative_to(SHARED_FIXTURES)
-        assert copy.is_file() and copy.read_bytes() == shared.read_bytes(), f"refresh tests/fixtures from {shared}"
+    """The vendored copy holds the golden files; where ../shared is next to the checkout, exactly its files."""
+    vendored = sorted(p.relative_to(VENDORED_FIXTURES) for p in VENDORED_FIXTURES.rglob("*.json"))
+    assert any(p.parts[0] == "golden" for p in vendored), f"no golden files in {VENDORED_FIXTURES}"
+    if SHARED_FIXTURES.is_dir():
+        shared = sorted(p.relative_to(SHARED_FIXTURES) for p in SHARED_FIXTURES.rglob("*.json"))
+        assert vendored == shared, f"refresh tests/fixtures from {SHARED_FIXTURES}"
+        for relative in shared:
+            copy, original = VENDORED_FIXTURES / relative, SHARED_FIXTURES / relative
+            assert copy.read_bytes() == original.read_bytes(), f"refresh tests/fixtures from {original}"
