@@ -152,6 +152,7 @@ api_secret = "mp-secret"
 forward_environments = "production"
 [attribution]
 window_secs = 3600
+ledger_retention_secs = 86400
 store = "redis"
 redis_url = "redis://:pw@redis.internal:6379/2"
 redis_key_prefix = "shop-eu:"
@@ -194,7 +195,7 @@ ios = "app-1a2b3c4d5e6f7a8b"
         "redis",
         "shop-eu:",
     )
-    assert settings.redis_url == "redis://:pw@redis.internal:6379/2"
+    assert settings.redis_url == "redis://:pw@redis.internal:6379/2" and settings.ledger_retention_secs == 86400
     assert (settings.max_queue_rows, settings.max_queue_bytes, settings.when_full) == (10, 1000, "block")
     assert (settings.concurrency, settings.request_timeout_secs, settings.retry.max_attempts) == (4, 3.0, 5)
     assert settings.state_dir == Path("/var/lib/button-sidecar") and settings.dedupe_window_secs == 60
@@ -225,6 +226,7 @@ ios = "app-1a2b3c4d5e6f7a8b"
         ('[http]\napi_key = "k"\napi_secret = "with space"', "http.api_secret: an API secret must not hold spaces"),
         ('[filters]\nforward_environments = "staging"', 'filters.forward_environments: must be one of "production"'),
         ("[attribution]\nwindow_secs = 0", "attribution.window_secs: must be greater than 0"),
+        ("[attribution]\nledger_retention_secs = -1", "attribution.ledger_retention_secs: must be greater than 0"),
         ('[attribution]\nstore = "memcached"', 'attribution.store: must be one of "sqlite", "redis"'),
         ('[attribution]\nstore = "redis"', 'attribution.redis_url: is required with store = "redis"'),
         (

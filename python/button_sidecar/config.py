@@ -304,6 +304,9 @@ class AttributionConfig:
     window_secs: float = 7 * 24 * 3600.0
     """Seconds a `btn_ref` learned from a deep link credits later purchases of the same user that carry none,
     from the deep link's event time to the purchase's receipt. Default: `604800` (7 days). Example: `86400`."""
+    ledger_retention_secs: float = 180 * 24 * 3600.0
+    """Seconds the order ledger keeps an order after its last change (refunds resolve against it). A refund of
+    an order forgotten since fetches it from Button instead. Default: `15552000` (180 days). Example: `7776000`."""
     store: StoreBackend = "sqlite"
     """Where the attribution store and the order ledger live: `"sqlite"` (in `state_dir`, this host only) or
     `"redis"` (`redis_url`, shared by a fleet, so a deep link, its purchase and refunds may reach different
@@ -317,7 +320,7 @@ class AttributionConfig:
     Default: `"button-sidecar:"`. Example: `"shop-eu:"`."""
 
     def __post_init__(self) -> None:
-        _positive(self, "window_secs")
+        _positive(self, "window_secs", "ledger_retention_secs")
         # The messages never quote the URL: it may hold a password.
         if self.store == "redis":
             url = "" if self.redis_url is None else self.redis_url.reveal()
@@ -439,6 +442,7 @@ class SidecarConfig:
             require_btn_ref=self.transform.require_btn_ref,
             forward_environments=self.filters.forward_environments,
             attribution_window_secs=attribution.window_secs,
+            ledger_retention_secs=attribution.ledger_retention_secs,
             store_backend=attribution.store,
             redis_url=None if attribution.redis_url is None else attribution.redis_url.reveal(),
             redis_key_prefix=attribution.redis_key_prefix,

@@ -7,6 +7,8 @@ Times are near the wall clock because Redis expires tokens by its own clock; "la
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from button_sidecar.pipeline.redis_store import RedisAttributionStore, RedisOrde
 
 from tests.attribution.helpers import DAY_MS, HOUR_MS, MINUTE_MS, now_ms
 from tests.conftest import Sandbox
-from tests.pipeline.helpers import running, settings
+from tests.pipeline.helpers import running, settings, wait_until
 
 
 def attribution_store(tmp_path: Path, stores: dict[str, Any], window_ms: int = 7 * DAY_MS) -> AttributionStore:
@@ -27,10 +29,12 @@ def attribution_store(tmp_path: Path, stores: dict[str, Any], window_ms: int = 7
     return SqliteAttributionStore(tmp_path, window_ms)
 
 
-def order_ledger(tmp_path: Path, stores: dict[str, Any]) -> OrderLedger:
+def order_ledger(
+    tmp_path: Path, stores: dict[str, Any], retention_secs: float = 3600.0, clock: Callable[[], float] = time.time
+) -> OrderLedger:
     if stores["store_backend"] == "redis":
-        return RedisOrderLedger(stores["redis_url"], stores["redis_key_prefix"])
-    return SqliteOrderLedger(tmp_path)
+        return RedisOrderLedger(stores["redis_url"], stores["redis_key_prefix"], retention_secs)
+    return SqliteOrderLedger(tmp_path, retention_secs, clock)
 
 
 def test_the_newest_token_of_any_key_wins_whatever_the_arrival_order(
@@ -143,6 +147,63 @@ def test_the_ledger_contract(tmp_path: Path, store_settings: dict[str, Any]) -> 
             assert await ledger.known(set()) == set()
         finally:
             await ledger.close()
+
+    asyncio.run(scenario())
+
+
+def test_ledger_orders_are_forgotten_a_retention_period_after_their_last_change(
+    tmp_path: Path, store_settings: dict[str, Any]
+) -> None:
+    """SQLite deletes them on purge (its clock is moved here); Redis expires the keys by itself (real time, so
+    the retention is short)."""
+    redis = store_settings["store_backend"] == "redis"
+    retention = 2.0 if redis else 100.0
+    clock = [1_000_000.0]
+
+    async def later(secs: float) -> None:
+        if redis:
+            await asyncio.sleep(secs)
+        clock[0] += secs
+
+    async def scenario() -> None:
+        ledger = order_ledger(tmp_path, store_settings, retention, lambda: clock[0])
+        await ledger.open()
+        try:
+            await ledger.record(LedgerOrder("old", {"total": 1}))
+            await ledger.record(LedgerOrder("cancelled", {"total": 2}))
+            await later(retention * 0.75)
+            await ledger.mark_deleted("cancelled")  # a change: its period starts again
+            await ledger.record(LedgerOrder("new", {"total": 3}), replace=False)
+            await later(retention * 0.5)
+            assert await ledger.purge() == (0 if redis else 1)
+            assert await ledger.known({"old", "cancelled", "new"}) == {"cancelled", "new"}
+            assert await ledger.get("cancelled") == LedgerOrder("cancelled", {"total": 2}, deleted=True)
+            await later(retention)
+            await ledger.purge()
+            assert await ledger.known({"old", "cancelled", "new"}) == set()
+        finally:
+            await ledger.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_pipeline_purges_expired_ledger_orders_in_the_background(tmp_path: Path, sandbox: Sandbox) -> None:
+    async def scenario() -> None:
+        earlier = SqliteOrderLedger(tmp_path, clock=lambda: time.time() - 2 * 3600)
+        await earlier.open()
+        await earlier.record(LedgerOrder("two-hours-ago", {"total": 1}))
+        await earlier.close()
+        async with running(settings(tmp_path, sandbox, ledger_retention_secs=3600)):
+            ledger = SqliteOrderLedger(tmp_path)
+            await ledger.open()
+            try:
+
+                async def forgotten() -> bool:
+                    return await ledger.known({"two-hours-ago"}) == set()
+
+                await wait_until(forgotten, what="the expired order to be purged")
+            finally:
+                await ledger.close()
 
     asyncio.run(scenario())
 

@@ -74,7 +74,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Expired attributions are deleted at most this often (lazily, on ingest); lookups ignore them meanwhile.
+# How often expired attributions and ledger orders are deleted; lookups ignore expired tokens meanwhile.
 _PURGE_INTERVAL_SECS = 600.0
 
 
@@ -85,8 +85,8 @@ def _now_ms() -> int:
 def _default_ledger(settings: PipelineSettings) -> OrderLedger:
     if settings.store_backend == "redis":
         assert settings.redis_url is not None  # PipelineSettings requires it with this backend
-        return RedisOrderLedger(settings.redis_url, settings.redis_key_prefix)
-    return SqliteOrderLedger(settings.state_dir)
+        return RedisOrderLedger(settings.redis_url, settings.redis_key_prefix, settings.ledger_retention_secs)
+    return SqliteOrderLedger(settings.state_dir, settings.ledger_retention_secs)
 
 
 def _default_attribution_store(settings: PipelineSettings) -> AttributionStore:
@@ -151,7 +151,7 @@ class Pipeline:
         self._attributions = (
             attribution_store if attribution_store is not None else _default_attribution_store(settings)
         )
-        self._last_purge = float("-inf")
+        self._purger: asyncio.Task[None] | None = None
         self._outbox = Outbox(
             settings.state_dir,
             max_rows=settings.max_queue_rows,
@@ -206,6 +206,7 @@ class Pipeline:
             await self._attributions.close()
             raise
         self._worker.start()
+        self._purger = asyncio.create_task(self._purge_expired(), name="purge-expired")
         self._running = True
 
     async def stop(self, deadline_secs: float = 10.0) -> None:
@@ -217,6 +218,9 @@ class Pipeline:
         while self._ingesting:
             self._ingests_done.clear()
             await self._ingests_done.wait()
+        if self._purger is not None:
+            self._purger.cancel()
+            await asyncio.gather(self._purger, return_exceptions=True)
         await self._worker.stop(deadline_secs)
         await self._client.close()
         await self._outbox.close()
@@ -282,7 +286,6 @@ class Pipeline:
                     )
                     self.metrics.attributions_remembered.inc()
             decided.append((result, filtered, stored_btn_ref))
-        await self._purge_expired_attributions()
         # Asked last, right before the outbox write: a create whose earlier copy finishes delivery between the
         # two is queued again (Button answers 409 and it counts as delivered), so that gap is kept short.
         creates = {r.order_id for result in results for r in result.requests if r.kind == "create_order"}
@@ -316,13 +319,18 @@ class Pipeline:
         ).inc()
         return None if found is None else found.btn_ref
 
-    async def _purge_expired_attributions(self) -> None:
-        if time.monotonic() - self._last_purge < _PURGE_INTERVAL_SECS:
-            return
-        self._last_purge = time.monotonic()
-        purged = await self._attributions.purge(_now_ms())
-        if purged:
-            logger.debug("Deleted %d expired attribution(s).", purged)
+    async def _purge_expired(self) -> None:
+        """In the background, not on an ingest's path: tokens past the attribution window and ledger orders
+        past their retention, at start and every `_PURGE_INTERVAL_SECS`."""
+        while True:
+            try:
+                tokens = await self._attributions.purge(_now_ms())
+                orders = await self._ledger.purge()
+                if tokens or orders:
+                    logger.debug("Deleted %d expired attribution(s) and %d ledger order(s).", tokens, orders)
+            except Exception:  # e.g. the disk or Redis failing for a moment: the next round tries again
+                logger.exception("Deleting expired attributions and ledger orders failed.")
+            await asyncio.sleep(_PURGE_INTERVAL_SECS)
 
     async def current_attribution(self, user_key: str) -> StoredAttribution | None:
         """The token a purchase of `user_key` (e.g. `mpid:8675309`, `customer_id:c-42`) without one of its own

@@ -3,12 +3,17 @@
 Partial refunds are resolved against it (the reduced order is sent as a full-state update), and order
 creates already in it are skipped as duplicates. The embedded backend is SQLite in the state directory;
 `OrderLedger` is the interface a shared backend (Redis) implements.
+
+An order is kept for a retention period after its last change, so the ledger does not grow without bound.
+Forgetting one is safe: a refund of an order the ledger no longer holds fetches it from Button, and a
+repeated create is sent and answered 409 (counted as delivered).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -52,14 +57,23 @@ class OrderLedger(Protocol):
         """Mark an order deleted (cancelled at Button); an order not in the ledger is ignored."""
         ...
 
+    async def purge(self) -> int:
+        """Delete orders unchanged for longer than the retention period; returns how many (backends that
+        expire keys by themselves return 0)."""
+        ...
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
     order_id TEXT PRIMARY KEY,
     fields BLOB NOT NULL,   -- JSON
-    deleted INTEGER NOT NULL DEFAULT 0
+    deleted INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL DEFAULT 0  -- unix seconds of the last change, for the retention period
 );
+CREATE INDEX IF NOT EXISTS orders_updated_at ON orders (updated_at);
 """
+
+DEFAULT_RETENTION_SECS = 180 * 24 * 3600.0
 
 # SQLite's default limit on host parameters is 32766; stay well below it.
 _KNOWN_CHUNK = 500
@@ -68,8 +82,12 @@ _KNOWN_CHUNK = 500
 class SqliteOrderLedger:
     """`OrderLedger` in `<state_dir>/ledger.sqlite3` (WAL, synchronous=FULL)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(
+        self, state_dir: Path, retention_secs: float = DEFAULT_RETENTION_SECS, clock: Callable[[], float] = time.time
+    ) -> None:
         self._db = SqliteDatabase(state_dir / "ledger.sqlite3", _SCHEMA)
+        self._retention_secs = retention_secs
+        self._clock = clock
 
     @property
     def path(self) -> Path:
@@ -108,10 +126,18 @@ class SqliteOrderLedger:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         # Not waited onto the disk: a ledger row lost to a power cut is fetched from Button when a refund needs it.
         await self._db.execute(
-            f"{verb} INTO orders (order_id, fields, deleted) VALUES (?, ?, ?)",
-            (order.order_id, orjson.dumps(order.fields), int(order.deleted)),
+            f"{verb} INTO orders (order_id, fields, deleted, updated_at) VALUES (?, ?, ?, ?)",
+            (order.order_id, orjson.dumps(order.fields), int(order.deleted), self._clock()),
             durable=False,
         )
 
     async def mark_deleted(self, order_id: str) -> None:
-        await self._db.execute("UPDATE orders SET deleted = 1 WHERE order_id = ?", (order_id,))
+        await self._db.execute(
+            "UPDATE orders SET deleted = 1, updated_at = ? WHERE order_id = ?", (self._clock(), order_id)
+        )
+
+    async def purge(self) -> int:
+        cutoff = self._clock() - self._retention_secs
+        return await self._db.write(
+            lambda conn: conn.execute("DELETE FROM orders WHERE updated_at < ?", (cutoff,)).rowcount
+        )

@@ -3,7 +3,8 @@
 A deep link ingested on one host then credits a purchase ingested on another, and a refund resolves against
 the order whichever host created it. Every key starts with the configured prefix: `<prefix>attribution:<user
 key>` holds `<timestamp_ms>:<btn_ref>` and expires with the attribution window (`PXAT`), `<prefix>order:<order
-id>` is a hash of the order's `fields` (JSON) and `deleted` ("0"/"1") and does not expire.
+id>` is a hash of the order's `fields` (JSON) and `deleted` ("0"/"1") and expires the ledger's retention
+period after its last change (`PEXPIRE`).
 
 Compare-and-set runs as Lua scripts rather than WATCH/MULTI: a script is atomic on the server in one round
 trip, whereas with WATCH two hosts writing the same key abort each other's transaction and need a retry loop
@@ -22,7 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from button_sidecar.pipeline.attribution import StoredAttribution
-from button_sidecar.pipeline.ledger import LedgerOrder
+from button_sidecar.pipeline.ledger import DEFAULT_RETENTION_SECS, LedgerOrder
 
 
 class StoreUnavailable(Exception):
@@ -48,18 +49,22 @@ end
 return 0
 """
 
-# KEYS: one order. ARGV: fields (JSON), deleted ("0"/"1"). Writes only when the order is not there yet.
+# KEYS: one order. ARGV: fields (JSON), deleted ("0"/"1"), retention (ms). Writes only when the order is not
+# there yet.
 _RECORD_IF_ABSENT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'fields', ARGV[1], 'deleted', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 return 0
 """
 
-# KEYS: one order. Marks it deleted only when it is there (an unknown order is ignored, not created).
+# KEYS: one order. ARGV: retention (ms). Marks it deleted only when it is there (an unknown order is ignored,
+# not created).
 _MARK_DELETED = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'deleted', '1')
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 return 0
 """
@@ -134,8 +139,9 @@ class RedisAttributionStore(_RedisBackend):
 class RedisOrderLedger(_RedisBackend):
     """`OrderLedger` in Redis, shared by every sidecar using the same Redis and prefix."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, retention_secs: float = DEFAULT_RETENTION_SECS) -> None:
         super().__init__(url, prefix + "order:")
+        self._retention_ms = max(1, int(retention_secs * 1000))
         self._record_if_absent = self._client.register_script(_RECORD_IF_ABSENT)
         self._mark_deleted = self._client.register_script(_MARK_DELETED)
 
@@ -161,10 +167,16 @@ class RedisOrderLedger(_RedisBackend):
         key, fields, deleted = self._prefix + order.order_id, orjson.dumps(order.fields), "1" if order.deleted else "0"
         with self._unavailable():
             if replace:
-                await self._client.hset(key, mapping={"fields": fields, "deleted": deleted})
+                async with self._client.pipeline(transaction=True) as pipe:
+                    pipe.hset(key, mapping={"fields": fields, "deleted": deleted})
+                    pipe.pexpire(key, self._retention_ms)
+                    await pipe.execute()
             else:
-                await self._record_if_absent(keys=[key], args=[fields, deleted])
+                await self._record_if_absent(keys=[key], args=[fields, deleted, self._retention_ms])
 
     async def mark_deleted(self, order_id: str) -> None:
         with self._unavailable():
-            await self._mark_deleted(keys=[self._prefix + order_id])
+            await self._mark_deleted(keys=[self._prefix + order_id], args=[self._retention_ms])
+
+    async def purge(self) -> int:
+        return 0  # Redis expires the keys by itself

@@ -59,6 +59,9 @@ class PipelineSettings:
     """Seconds a `btn_ref` learned from a deep link credits later purchases of the same user that carry no
     token of their own (measured from the deep link's event time to the purchase batch's receive time).
     Default 604800 (7 days)."""
+    ledger_retention_secs: float = 180 * 24 * 3600.0
+    """Seconds the order ledger keeps an order after its last change. A refund of an order forgotten since
+    fetches it from Button instead; a repeated create is sent and answered 409. Default 15552000 (180 days)."""
     store_backend: StoreBackend = "sqlite"
     """Where the order ledger and the attribution store live: `sqlite` (files in `state_dir`, one host) or
     `redis` (`redis_url`, shared by a fleet, so a deep link, purchase and refund may reach different hosts).
@@ -94,6 +97,12 @@ class PipelineSettings:
                 raise ValueError(f"{name}: must be at least 1")
         if self.when_full not in ("reject", "block"):
             raise ValueError("when_full: must be 'reject' or 'block'")
-        for name in ("block_timeout_secs", "request_timeout_secs", "dedupe_window_secs", "attribution_window_secs"):
+        for name in (
+            "block_timeout_secs",
+            "request_timeout_secs",
+            "dedupe_window_secs",
+            "attribution_window_secs",
+            "ledger_retention_secs",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be greater than 0")
