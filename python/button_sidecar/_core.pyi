@@ -75,6 +75,9 @@ class ButtonRequest:
         """The order this request belongs to; empty for activity and app events."""
     @property
     def event_index(self) -> int: ...
+    @property
+    def btn_ref(self) -> str | None:
+        """The ``btn_ref`` the body carries (creates and activity); None when it carries none."""
 
 @final
 class Rejection:

@@ -34,6 +34,9 @@ pub struct ButtonRequest {
     /// The order this request belongs to; empty for activity and app events.
     pub order_id: String,
     pub event_index: i64,
+    /// The `btn_ref` the body carries (creates and activity), so the delivery layer need not parse the
+    /// body to know whether a stored token should be added.
+    pub btn_ref: Option<String>,
 }
 
 /// A `btn_ref` seen for a user (from a deep link or the batch's integration attribute).

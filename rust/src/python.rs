@@ -112,6 +112,7 @@ pub struct ButtonRequest {
     body: Option<Py<PyBytes>>,
     order_id: String,
     event_index: i64,
+    btn_ref: Option<String>,
 }
 
 #[pymethods]
@@ -228,6 +229,7 @@ impl TransformResult {
             body: r.body.as_ref().map(|b| PyBytes::new(py, b).unbind()),
             order_id: r.order_id.clone(),
             event_index: r.event_index,
+            btn_ref: r.btn_ref.clone(),
         })
     }
 

@@ -80,8 +80,17 @@ def normalise(result: TransformResult | RefResult) -> dict[str, Any]:
     }
 
 
+def body_token(body: bytes | None) -> object:
+    """The `btn_ref` at the top of a request body, as the pipeline would read it."""
+    parsed = None if body is None else json.loads(body)
+    return parsed.get("btn_ref") if isinstance(parsed, dict) else None
+
+
 def both(config: dict[str, Any], raw: bytes | str) -> tuple[dict[str, Any], dict[str, Any]]:
-    got = normalise(rust(config).transform_json(raw, received_at_ms=RECEIVED_AT_MS))
+    result = rust(config).transform_json(raw, received_at_ms=RECEIVED_AT_MS)
+    # The flag the pipeline reads instead of parsing each body.
+    assert [r.btn_ref for r in result.requests] == [body_token(r.body) for r in result.requests]
+    got = normalise(result)
     want = normalise(reference(config).transform_json(raw, received_at_ms=RECEIVED_AT_MS))
     return got, want
 

@@ -103,7 +103,7 @@ def filter_reason(result: TransformResult, forward_environments: ForwardEnvironm
 def wants_attribution(result: TransformResult) -> bool:
     """Whether the batch has user keys and a create without a `btn_ref` of its own, i.e. a token to look up."""
     return bool(result.user_keys) and any(
-        request.kind == "create_order" and request.body is not None and "btn_ref" not in orjson.loads(request.body)
+        request.kind == "create_order" and request.body is not None and request.btn_ref is None
         for request in result.requests
     )
 
@@ -140,14 +140,12 @@ def plan_batch(
             skipped += 1
             continue
         body = request.body
-        if is_create and body is not None and (stored_btn_ref is not None or require_btn_ref):
-            order = orjson.loads(body)
-            if "btn_ref" not in order:
-                if stored_btn_ref is None:  # so require_btn_ref is set
-                    skipped += 1
-                    continue
-                order["btn_ref"] = stored_btn_ref
-                body = orjson.dumps(order)
+        if is_create and body is not None and request.btn_ref is None:
+            if stored_btn_ref is not None:
+                body = orjson.dumps({**orjson.loads(body), "btn_ref": stored_btn_ref})
+            elif require_btn_ref:
+                skipped += 1
+                continue
         requests.append(request)
         items.append(
             OutboxItem(

@@ -208,6 +208,7 @@ impl CommerceEvent<'_, '_> {
             body: Some(to_json(&body)),
             order_id,
             event_index: self.index,
+            btn_ref: btn_ref.map(str::to_string),
         }))
     }
 
@@ -230,6 +231,7 @@ impl CommerceEvent<'_, '_> {
                 body: None,
                 order_id,
                 event_index: self.index,
+                btn_ref: None,
             }));
         }
         let currency = currency(self.data, self.at, &self.config.default_currency)?;
@@ -248,6 +250,7 @@ impl CommerceEvent<'_, '_> {
             body: Some(to_json(&body)),
             order_id,
             event_index: self.index,
+            btn_ref: None,
         }))
     }
 
@@ -273,10 +276,11 @@ impl CommerceEvent<'_, '_> {
                 attributes: item.attributes,
             })
             .collect();
+        let btn_ref = event_btn_ref(self.ctx, self.data, self.link_token);
         let body = ActivityBody {
             application_id,
             ifa: self.ctx.device_id.as_deref(),
-            btn_ref: event_btn_ref(self.ctx, self.data, self.link_token),
+            btn_ref,
             activity_data: ActivityData { name, products },
         };
         Ok(Outcome::Request(ButtonRequest {
@@ -286,6 +290,7 @@ impl CommerceEvent<'_, '_> {
             body: Some(to_json(&body)),
             order_id: String::new(),
             event_index: self.index,
+            btn_ref: btn_ref.map(str::to_string),
         }))
     }
 }

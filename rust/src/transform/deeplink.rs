@@ -101,6 +101,7 @@ impl Transition<'_, '_> {
             body: Some(to_json(&body)),
             order_id: String::new(),
             event_index: self.index,
+            btn_ref: None,
         }))
     }
 }
