@@ -7,14 +7,12 @@ e.g. with fault flags that must hold from the first request; it is stopped after
 
 from __future__ import annotations
 
-import base64
-import http.client
 import os
 import select
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -23,31 +21,11 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
+from tests.http_client import HttpAnswer, basic, http_call
+
 SANDBOX_API_KEY = "sk-test-sandbox-key"
 _STARTUP_TIMEOUT_S = 20.0
 _REQUEST_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    headers: Mapping[str, str]
-    body: object
-
-    @property
-    def error_message(self) -> object:
-        """``error.message`` of a Button error envelope."""
-        assert isinstance(self.body, dict), self.body
-        error = self.body.get("error")
-        assert isinstance(error, dict), self.body
-        return error.get("message")
-
-    @property
-    def data(self) -> object:
-        """``object`` of a Button success envelope."""
-        assert isinstance(self.body, dict), self.body
-        assert self.body.get("meta") == {"status": "ok"}, self.body
-        return self.body["object"]
 
 
 @dataclass
@@ -76,32 +54,24 @@ class Sandbox:
         api_key: str | None = None,
         authorization: str | None = None,
         timeout: float = _REQUEST_TIMEOUT_S,
-    ) -> Reply:
+    ) -> HttpAnswer:
         """Send one request with ``path`` exactly as given (no re-encoding) and Basic auth with the key.
 
         ``body`` is sent as JSON unless ``raw_body`` is given; ``authorization`` replaces the header,
         an empty string leaves it out.
         """
-        headers = {"Content-Type": "application/json"}
         if authorization is None:
-            token = base64.b64encode(f"{api_key if api_key is not None else self.api_key}:".encode()).decode()
-            authorization = f"Basic {token}"
-        if authorization:
-            headers["Authorization"] = authorization
+            authorization = basic(api_key if api_key is not None else self.api_key, "")
+        headers = {"Authorization": authorization} if authorization else {}
         payload = raw_body if raw_body is not None else (orjson.dumps(body) if body is not None else None)
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-            return Reply(response.status, dict(response.getheaders()), orjson.loads(data) if data else None)
-        finally:
-            connection.close()
+        answer = http_call(self.url, method, path, payload, headers=headers, timeout=timeout)
+        _ = answer.json  # the sandbox answers JSON or nothing: anything else fails the request here
+        return answer
 
     def admin(self, method: str, path: str, body: object = None) -> object:
         reply = self.request(method, f"/__admin/{path}", body, authorization="")
         assert reply.status == 200, reply
-        return reply.body
+        return reply.json
 
     def reset(self) -> None:
         self.admin("POST", "reset")

@@ -21,7 +21,6 @@ from tests.server.helpers import (
     orders_arrive,
     running_process,
     start_sidecar,
-    stop_sidecar,
     wait_for,
 )
 
@@ -258,7 +257,7 @@ def test_serve_without_an_api_key_delivers_to_an_embedded_sandbox(
         embedded_url = json.loads(out)["button_base_url"]
         assert embedded_url != sandbox.url and embedded_url.startswith("http://127.0.0.1:")
     finally:
-        assert stop_sidecar(process.process) == 0
+        assert process.stop() == 0
     log = process.output()
     assert log.count("No BUTTON_API_KEY set: delivering to an embedded Button sandbox at ") == 1
     assert f"{embedded_url}/__admin/orders" in log

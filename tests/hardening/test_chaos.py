@@ -22,16 +22,13 @@ from button_sidecar.v1 import sidecar_pb2 as pb
 
 from tests.conftest import SandboxFactory
 from tests.hardening.support import (
-    batch,
     drained,
     full_refund,
-    ingest_json,
     partial_refund,
-    purchase,
     start_server,
-    stub_for,
     successful_creates,
 )
+from tests.server.helpers import batch, ingest_json, purchase, stub_for
 
 KILLS = 20
 UNITS = 3  # each order: 3 units of 10.00; at most 2 are refunded one by one, so the order stays

@@ -19,21 +19,15 @@ from button_sidecar.v1 import sidecar_pb2_grpc
 from tests.conftest import SandboxFactory
 from tests.hardening.support import (
     SERVING,
-    batch,
-    commerce,
     deep_link,
     full_refund,
-    health_status,
-    http_call,
-    ingest_json,
     partial_refund,
     post_events,
-    purchase,
     rpc_error,
     running_server,
-    wait_for,
 )
-from tests.server.helpers import make_certificates
+from tests.http_client import http_call
+from tests.server.helpers import batch, commerce, health_status, ingest_json, make_certificates, purchase, wait_for
 
 EMAIL = "  Zelda.Hyrule-Privacy+Sidecar@Example.ORG "
 LOCAL_PART = "zelda.hyrule-privacy+sidecar"
@@ -175,7 +169,7 @@ def test_a_whole_session_leaks_no_email_and_no_secret(sandbox_factory: SandboxFa
 
         for path in ("/metrics", "/healthz"):
             answer = http_call(server.http_url, "GET", path)
-            assert answer is not None and answer.status == 200
+            assert answer.status == 200
             seen.append((path, answer.body))
         metrics = next(body for name, body in seen if name == "/metrics")
         assert b"button_sidecar_received_events_total" in metrics

@@ -22,20 +22,16 @@ from button_sidecar.v1 import sidecar_pb2 as pb
 from tests.conftest import Sandbox
 from tests.hardening.disk import small_disk
 from tests.hardening.support import (
+    MAX_AGE_SECS,
     ROOT,
     SERVING,
-    batch,
+    SHUTDOWN_TOML,
     drained,
-    health_status,
-    ingest_json,
     post_events,
-    purchase,
     start_server,
-    stub_for,
     successful_creates,
-    wait_for,
-    write_config,
 )
+from tests.server.helpers import batch, health_status, ingest_json, purchase, stub_for, wait_for, write_config
 
 PRE = [f"disk-pre-{i}" for i in range(4)]
 
@@ -175,7 +171,7 @@ def test_a_damaged_database_stops_startup_naming_the_file_and_is_left_as_it_is(
     else:
         _garbage(state / name)
     before = hashlib.sha256((state / name).read_bytes()).hexdigest()
-    config = write_config(tmp_path, sandbox.url)
+    config = write_config(tmp_path, sandbox.url, delivery_toml=SHUTDOWN_TOML, max_age_secs=MAX_AGE_SECS)
     env = {
         **os.environ,
         "BUTTON_API_KEY": sandbox.api_key,

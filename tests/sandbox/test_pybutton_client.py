@@ -10,6 +10,7 @@ import pytest
 from pybutton import Client, HTTPResponseError  # type: ignore[import-untyped]
 
 from tests.conftest import Sandbox
+from tests.sandbox.helpers import new_order
 
 
 def button_client(sandbox: Sandbox, api_key: str | None = None) -> Any:
@@ -18,17 +19,13 @@ def button_client(sandbox: Sandbox, api_key: str | None = None) -> Any:
 
 
 def order(order_id: str = "1989", **changes: object) -> dict[str, object]:
-    body: dict[str, object] = {
-        "order_id": order_id,
-        "total": 4000,
-        "currency": "USD",
-        "purchase_date": "2017-07-25T08:23:52Z",
+    """A plainer order than `new_order`'s (no optional customer or line item fields), with the ids checked here."""
+    plain: dict[str, object] = {
         "btn_ref": "srctok-XXX",
         "customer": {"id": "mycustomer-1234", "email_sha256": "b" * 64},
         "line_items": [{"identifier": "sku-1234", "total": 4000, "quantity": 2, "amount": 2000}],
     }
-    body.update(changes)
-    return body
+    return new_order(order_id, **{**plain, **changes})
 
 
 @pytest.fixture

@@ -17,42 +17,18 @@ import orjson
 import pytest
 from button_sidecar.sandbox import FaultConfig, SandboxConfig, SandboxServer
 
-from tests.conftest import SANDBOX_API_KEY, Reply, Sandbox, SandboxFactory
+from tests.conftest import SANDBOX_API_KEY, Sandbox, SandboxFactory
+from tests.http_client import HttpAnswer
+from tests.sandbox.helpers import new_order
 
 BUTTON_ORDER_ID = re.compile(r"btnorder-[0-9a-f]{16}")
-
-
-def new_order(order_id: str = "order-1", **changes: object) -> dict[str, object]:
-    order: dict[str, object] = {
-        "order_id": order_id,
-        "total": 4000,
-        "currency": "USD",
-        "purchase_date": "2017-07-25T08:23:52Z",
-        "btn_ref": "srctok-0123456789abcdef",
-        "customer": {"id": "cust-1", "email_sha256": "a" * 64, "device_id": "idfa-1", "is_new": True},
-        "line_items": [
-            {
-                "identifier": "sku-1",
-                "total": 4000,
-                "quantity": 2,
-                "amount": 2000,
-                "description": "shoes",
-                "sku": "sku-1",
-                "upc": "400000000001",
-                "category": ["apparel", "shoes"],
-                "attributes": {"coupon_code": "SAVE10"},
-            }
-        ],
-    }
-    order.update(changes)
-    return order
 
 
 def order_path(order_id: str) -> str:
     return "/v1/order/" + quote(order_id, safe="")
 
 
-def create(sandbox: Sandbox, order: dict[str, object]) -> Reply:
+def create(sandbox: Sandbox, order: dict[str, object]) -> HttpAnswer:
     return sandbox.request("POST", "/v1/order", order)
 
 
@@ -81,7 +57,7 @@ def as_object(value: object) -> dict[str, object]:
 def test_bad_credentials_get_401(sandbox: Sandbox, api_key: str | None, authorization: str | None) -> None:
     reply = sandbox.request("POST", "/v1/order", new_order(), api_key=api_key, authorization=authorization)
     assert reply.status == 401
-    assert reply.body == {"meta": {"status": "error"}, "error": {"message": "Invalid api_key", "type": "unauthorized"}}
+    assert reply.json == {"meta": {"status": "error"}, "error": {"message": "Invalid api_key", "type": "unauthorized"}}
     assert sandbox.orders() == []
 
 
@@ -125,7 +101,7 @@ def test_create_get_update_delete_round_trip(sandbox: Sandbox) -> None:
 
     deleted = sandbox.request("DELETE", order_path("order-1"))
     assert deleted.status == 200
-    assert deleted.body == {"meta": {"status": "ok"}, "object": None}
+    assert deleted.json == {"meta": {"status": "ok"}, "object": None}
     assert as_object(sandbox.request("GET", order_path("order-1")).data)["status"] == "deleted"
     # A retried cancel is not an error.
     assert sandbox.request("DELETE", order_path("order-1")).status == 200
@@ -144,7 +120,7 @@ def test_duplicate_create_is_409_and_changes_nothing(sandbox: Sandbox) -> None:
     create(sandbox, new_order(total=100))
     reply = create(sandbox, new_order(total=999))
     assert reply.status == 409
-    assert as_object(reply.body)["error"] == {"message": "Order already exists", "type": "order_exists"}
+    assert as_object(reply.json)["error"] == {"message": "Order already exists", "type": "order_exists"}
     assert [o["total"] for o in sandbox.orders()] == [100]
 
 
@@ -330,7 +306,7 @@ def test_create_validation(sandbox: Sandbox, mutation: Mutation, message: str) -
     reply = create(sandbox, order)
     assert reply.status == 400, reply
     assert str(reply.error_message).startswith(message)
-    assert as_object(reply.body)["error"] == {"message": reply.error_message, "type": "validation_error"}
+    assert as_object(reply.json)["error"] == {"message": reply.error_message, "type": "validation_error"}
     assert sandbox.orders() == []
 
 
@@ -430,7 +406,7 @@ ACTIVITY: dict[str, object] = {
 
 
 def test_app_events_and_activity_are_stored(sandbox: Sandbox) -> None:
-    assert sandbox.request("POST", "/v1/app/events", APP_EVENTS).body == {"meta": {"status": "ok"}, "object": None}
+    assert sandbox.request("POST", "/v1/app/events", APP_EVENTS).json == {"meta": {"status": "ok"}, "object": None}
     assert sandbox.request("POST", "/v1/app/activity", ACTIVITY).status == 200
     assert sandbox.app_events() == [APP_EVENTS]
     assert sandbox.activity() == [ACTIVITY]
@@ -533,7 +509,7 @@ def test_error_rate_one_fails_everything_and_changes_nothing(sandbox_factory: Sa
     ]:
         reply = server.request(method, path, body)
         assert reply.status == 503
-        assert as_object(reply.body)["meta"] == {"status": "error"}
+        assert as_object(reply.json)["meta"] == {"status": "error"}
     assert server.orders() == [] and server.app_events() == [] and server.activity() == []
     log = server.requests()
     assert [(e["status"], e["fault"]) for e in log] == [(503, "error_rate")] * 6
@@ -558,7 +534,7 @@ def test_rate_limit_every_nth_request_with_retry_after(sandbox: Sandbox) -> None
     replies = [create(sandbox, new_order(f"o{i}")) for i in range(6)]
     assert [r.status for r in replies] == [200, 200, 429, 200, 200, 429]
     assert replies[2].headers["Retry-After"] == "7"
-    assert as_object(replies[2].body)["error"] == {"message": "Too many requests", "type": "rate_limited"}
+    assert as_object(replies[2].json)["error"] == {"message": "Too many requests", "type": "rate_limited"}
     assert "Retry-After" not in replies[0].headers
     assert [o["order_id"] for o in sandbox.orders()] == ["o0", "o1", "o3", "o4"]
 

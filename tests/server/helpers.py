@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
@@ -36,20 +34,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Sandbox
+from tests.http_client import http_call
+from tests.pipeline.helpers import PURCHASE_MS
 
-ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 20.0
 READY_PREFIX = "Sidecar listening on "
 # What the HTTP endpoint logs once it listens.
 HTTP_URL_LOG = re.compile(r"Serving the mParticle Events API on (\S+) \(")
-# Retries in tenths of a second, and nothing dies of age during a test.
-FAST_RETRY_TOML = """
-[delivery.retry]
-max_attempts = 3
-initial_backoff_secs = 0.05
-max_backoff_secs = 0.4
-max_age_secs = 60
-"""
+# Big enough for any message a test sends: the server's limit is the one under test.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 EMAIL = "Jane.Doe@Example.com"
 
 
@@ -69,10 +62,32 @@ class SidecarProcess:
         """Everything it wrote to stdout and stderr so far."""
         return self.stdout_path.read_text(errors="replace") + self.stderr_path.read_text(errors="replace")
 
+    def kill(self) -> None:
+        """SIGKILL: no drain, no cleanup, as a crash."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
 
-def write_config(directory: Path, sandbox: Sandbox, extra_toml: str = "") -> Path:
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (a graceful drain), then SIGKILL if it hangs; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+
+def write_config(
+    directory: Path, sandbox_url: str, extra_toml: str = "", *, delivery_toml: str = "", max_age_secs: int = 60
+) -> Path:
+    """Retries in tenths of a second, given up only after `max_age_secs` too, so nothing dies of age during a
+    test. `delivery_toml` goes into the `[delivery]` table (TOML declares a table once); `extra_toml` is appended."""
     path = directory / "sidecar.toml"
-    path.write_text(f'[button]\nbase_url = "{sandbox.url}"\n{FAST_RETRY_TOML}\n{extra_toml}')
+    retry = "max_attempts = 3\ninitial_backoff_secs = 0.05\nmax_backoff_secs = 0.4\n"
+    delivery = f"[delivery]\n{delivery_toml}\n[delivery.retry]\n{retry}max_age_secs = {max_age_secs}\n"
+    path.write_text(f'[button]\nbase_url = "{sandbox_url}"\n{delivery}\n{extra_toml}')
     return path
 
 
@@ -83,15 +98,20 @@ def start_sidecar(
     listen: str = "127.0.0.1:0",
     http_listen: str = "127.0.0.1:0",
     extra_toml: str = "",
+    delivery_toml: str = "",
+    max_age_secs: int = 60,
     state_dir: Path | None = None,
     embedded_sandbox: bool = False,
     env: Mapping[str, str] | None = None,
+    log_level: str = "info",
+    startup_timeout: float = STARTUP_TIMEOUT_S,
 ) -> SidecarProcess:
     """`python -m button_sidecar.cli serve` delivering to `sandbox` (or, with `embedded_sandbox`, without an
-    API key, to the sandbox it starts itself); waits for its ready line. `env` adds environment variables."""
+    API key, to the sandbox it starts itself); waits for its ready line. `env` adds environment variables; the
+    TOML options are `write_config`'s."""
     directory.mkdir(parents=True, exist_ok=True)
     state = state_dir or directory / "state"
-    config = write_config(directory, sandbox, extra_toml)
+    config = write_config(directory, sandbox.url, extra_toml, delivery_toml=delivery_toml, max_age_secs=max_age_secs)
     # The API key goes through the environment, as in production; it must never come back out.
     environment = {
         **os.environ,
@@ -102,80 +122,63 @@ def start_sidecar(
         **(env or {}),
     }
     stdout_path, stderr_path = directory / "stdout.log", directory / "stderr.log"
-    command = [sys.executable, "-m", "button_sidecar.cli", "serve", "--config", str(config)]
+    command = [sys.executable, "-m", "button_sidecar.cli", "serve", "--config", str(config), "--log-level", log_level]
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=environment, cwd=directory)
+    sidecar = SidecarProcess(process, "", "", stdout_path, stderr_path, state)
     try:
-        address = _wait_ready(process, stdout_path, stderr_path)
+        sidecar.address = _wait_ready(sidecar, startup_timeout)
         # Logged before the ready line is printed.
         http_url = HTTP_URL_LOG.search(stderr_path.read_text())
-        assert http_url is not None, stderr_path.read_text()
+        assert http_url is not None, sidecar.output()
+        sidecar.http_url = http_url.group(1)
     except BaseException:
-        stop_sidecar(process)
+        sidecar.kill()
         raise
-    return SidecarProcess(process, address, http_url.group(1), stdout_path, stderr_path, state)
+    return sidecar
 
 
-def _wait_ready(process: subprocess.Popen[bytes], stdout_path: Path, stderr_path: Path) -> str:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+def _wait_ready(sidecar: SidecarProcess, timeout: float) -> str:
+    """The gRPC address from the ready line; raises with the output if the process exits or takes too long."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in stdout_path.read_text().splitlines():
+        for line in sidecar.stdout_path.read_text(errors="replace").splitlines():
             if line.startswith(READY_PREFIX):
                 return line.removeprefix(READY_PREFIX)
-        if process.poll() is not None:
-            raise RuntimeError(f"the sidecar exited with {process.returncode}:\n{stderr_path.read_text()}")
+        if sidecar.process.poll() is not None:
+            raise RuntimeError(f"the sidecar exited with {sidecar.process.returncode}:\n{sidecar.output()}")
         select.select([], [], [], 0.05)
-    raise RuntimeError(f"the sidecar was not ready within {STARTUP_TIMEOUT_S} s:\n{stderr_path.read_text()}")
-
-
-def stop_sidecar(process: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
-    """SIGTERM (a graceful drain), then SIGKILL if it hangs; returns the exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise
+    raise RuntimeError(f"the sidecar was not ready within {timeout} s:\n{sidecar.output()}")
 
 
 @contextmanager
 def running_process(directory: Path, sandbox: Sandbox, **options: Any) -> Iterator[SidecarProcess]:
+    """`start_sidecar(directory, sandbox, **options)`, stopped with SIGTERM at the end."""
     sidecar = start_sidecar(directory, sandbox, **options)
     try:
         yield sidecar
     finally:
-        stop_sidecar(sidecar.process)
+        sidecar.stop()
 
 
 @contextmanager
-def stub_for(target: str) -> Iterator[Any]:
+def stub_for(target: str, max_message_bytes: int = MAX_MESSAGE_BYTES) -> Iterator[Any]:
     """A blocking `SidecarStub` on `target`."""
-    with grpc.insecure_channel(target) as channel:
+    options = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    with grpc.insecure_channel(target, options=options) as channel:
         yield sidecar_pb2_grpc.SidecarStub(channel)
-
-
-def http_call(
-    url: str, method: str = "GET", body: bytes | None = None, headers: Mapping[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    """One blocking HTTP request (urllib): status, headers and body, also for an error status."""
-    request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, dict(error.headers), error.read()
 
 
 def metric_samples(http_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """`GET /metrics` of a running sidecar: value by (sample name, sorted labels)."""
-    status, _, raw = http_call(f"{http_url}/metrics")
-    assert status == 200
+    answer = http_call(http_url, "GET", "/metrics")
+    assert answer.status == 200
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(raw.decode())
+        for family in text_string_to_metric_families(answer.body.decode())
         for sample in family.samples
     }
 
@@ -209,33 +212,51 @@ def orders_arrive(sandbox: Sandbox, order_ids: Iterable[str], timeout: float = 2
     return found
 
 
-def purchase_batch(order_id: str, *, email: str | None = None, source_request_id: str | None = None) -> bytes:
-    """One mParticle batch with one purchase (and the user's email when given)."""
-    identities: dict[str, object] = {"customer_id": "cust-1234"}
+def commerce(action: str, order_id: str | None, **fields: Any) -> dict[str, Any]:
+    """A commerce event; `fields` go into its `product_action`."""
+    product_action: dict[str, Any] = {"action": action}
+    if order_id is not None:
+        product_action["transaction_id"] = order_id
+    product_action.update(fields)
+    return {
+        "event_type": "commerce_event",
+        "data": {"currency_code": "USD", "timestamp_unixtime_ms": PURCHASE_MS, "product_action": product_action},
+    }
+
+
+def purchase(order_id: str, price: str = "10.00", quantity: int = 2) -> dict[str, Any]:
+    """A purchase of one product, 20.00 USD by default."""
+    return commerce(
+        "purchase", order_id, products=[{"id": "sku-1", "name": "Shoes", "price": price, "quantity": quantity}]
+    )
+
+
+def batch(
+    *events: dict[str, Any],
+    email: str | None = None,
+    customer_id: str = "cust-1234",
+    source_request_id: str | None = None,
+    **extra: Any,
+) -> bytes:
+    """One mParticle batch of `events`; `extra` adds top-level fields."""
+    identities: dict[str, Any] = {"customer_id": customer_id}
     if email is not None:
         identities["email"] = email
-    batch: dict[str, object] = {
+    body: dict[str, Any] = {
         "environment": "production",
         "mpid": 7346244611012968789,
         "user_identities": identities,
-        "events": [
-            {
-                "event_type": "commerce_event",
-                "data": {
-                    "currency_code": "USD",
-                    "timestamp_unixtime_ms": 1_714_592_744_066,
-                    "product_action": {
-                        "action": "purchase",
-                        "transaction_id": order_id,
-                        "products": [{"id": "sku-1", "name": "Shoes", "price": "10.00", "quantity": 2}],
-                    },
-                },
-            }
-        ],
+        "events": list(events),
+        **extra,
     }
     if source_request_id is not None:
-        batch["source_request_id"] = source_request_id
-    return orjson.dumps(batch)
+        body["source_request_id"] = source_request_id
+    return orjson.dumps(body)
+
+
+def purchase_batch(order_id: str, *, email: str | None = None, source_request_id: str | None = None) -> bytes:
+    """One mParticle batch with one purchase (and the user's email when given)."""
+    return batch(purchase(order_id), email=email, source_request_id=source_request_id)
 
 
 def full_refund_batch(order_id: str) -> bytes:

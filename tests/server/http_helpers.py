@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 from button_sidecar.pipeline import Pipeline
 from button_sidecar.server.health import ServingState
 from button_sidecar.server.http_api import HttpIngestServer
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import Sandbox
+from tests.http_client import HttpAnswer
 from tests.pipeline.helpers import running, settings
 
 
@@ -26,26 +25,6 @@ class HttpSidecar:
     pipeline: Pipeline
     health: ServingState
     registry: CollectorRegistry
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    headers: Mapping[str, str]
-    raw: bytes
-
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.raw)
-
-    @property
-    def errors(self) -> list[dict[str, str]]:
-        """mParticle's error list; asserts the body has that shape."""
-        body = self.json
-        assert isinstance(body, dict) and list(body) == ["errors"], body
-        errors: list[dict[str, str]] = body["errors"]
-        assert len(errors) == 1 and sorted(errors[0]) == ["code", "message"], body
-        return errors
 
 
 @asynccontextmanager
@@ -69,10 +48,6 @@ async def http_sidecar(
             await server.stop()
 
 
-def basic(key: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
-
-
 async def call(
     url: str,
     method: str,
@@ -81,7 +56,7 @@ async def call(
     *,
     authorization: str | None = None,
     connector: aiohttp.BaseConnector | None = None,
-) -> Answer:
+) -> HttpAnswer:
     """One request with aiohttp. `body` is sent as is (bytes or an async iterator of bytes: chunked)."""
     headers = {"Content-Type": "application/json"}
     if authorization is not None:
@@ -90,4 +65,4 @@ async def call(
         aiohttp.ClientSession(connector=connector) as session,
         session.request(method, url + path, data=body, headers=headers) as response,
     ):
-        return Answer(response.status, dict(response.headers), await response.read())
+        return HttpAnswer(response.status, dict(response.headers), await response.read())

@@ -22,8 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 
 from tests.attribution.helpers import APP_ID, IDFA, deep_link, now_ms, user_batch
 from tests.conftest import Sandbox
+from tests.http_client import basic
 from tests.server.helpers import config_for, ingest_json, make_certificates, purchase_batch, running_in_process
-from tests.server.http_helpers import basic, call
+from tests.server.http_helpers import call
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

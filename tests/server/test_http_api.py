@@ -15,8 +15,9 @@ from button_sidecar.server.http_api import MAX_BATCH_BYTES, MAX_BULK_BATCHES, MA
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Sandbox
+from tests.http_client import basic
 from tests.pipeline.helpers import EMAIL, batch, drained, metric, orders_by_id, purchase, wait_until
-from tests.server.http_helpers import basic, call, http_sidecar
+from tests.server.http_helpers import call, http_sidecar
 
 
 def unaddressed_purchase() -> dict[str, Any]:
@@ -40,7 +41,7 @@ def test_a_batch_is_accepted_with_202_and_delivered(tmp_path: Path, sandbox: San
     async def scenario() -> None:
         async with http_sidecar(tmp_path, sandbox) as sidecar:
             answer = await call(sidecar.url, "POST", "/v2/events", batch(purchase("http-1")))
-            assert (answer.status, answer.raw) == (202, b"")
+            assert (answer.status, answer.body) == (202, b"")
             await drained(sidecar.pipeline)
             assert list(await orders_by_id(sandbox)) == ["http-1"]
 
@@ -102,7 +103,7 @@ def test_a_bulk_is_accepted_although_some_of_its_batches_are_unusable(tmp_path: 
                 b"[" + b",".join([batch(purchase("bulk-1")), b"42", b'{"events": 3}', batch(purchase("bulk-2"))]) + b"]"
             )
             answer = await call(sidecar.url, "POST", "/v2/bulkevents", raw)
-            assert (answer.status, answer.raw) == (202, b"")
+            assert (answer.status, answer.body) == (202, b"")
             await drained(sidecar.pipeline)
             assert sorted(await orders_by_id(sandbox)) == ["bulk-1", "bulk-2"]
             assert metric(sidecar.registry, "button_sidecar_rejected_events_total", code="invalid_batch") == 2
@@ -237,7 +238,7 @@ def test_metrics_expose_the_pipeline_and_http_counters(tmp_path: Path, sandbox: 
             assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/plain")
             samples = {
                 (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-                for family in text_string_to_metric_families(answer.raw.decode())
+                for family in text_string_to_metric_families(answer.body.decode())
                 for sample in family.samples
             }
 

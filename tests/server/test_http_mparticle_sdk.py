@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import urllib.error
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,20 +23,19 @@ from grpc_health.v1 import health_pb2  # type: ignore[import-untyped]
 from mparticle.rest import ApiException  # type: ignore[import-untyped]
 
 from tests.conftest import Sandbox, SandboxFactory
+from tests.http_client import basic, http_call
 from tests.pipeline.helpers import EMAIL, PURCHASE_MS, metric, orders_by_id, request_log, wait_until
 from tests.server.helpers import (
     health_status,
-    http_call,
     ingest_json,
     metric_samples,
     orders_arrive,
     purchase_batch,
     start_sidecar,
-    stop_sidecar,
     stub_for,
     wait_for,
 )
-from tests.server.http_helpers import basic, http_sidecar
+from tests.server.http_helpers import http_sidecar
 
 KEY, SECRET = "mp-server-key", "mp-server-secret"
 DELIVERED = ("button_sidecar_delivered_requests_total", (("kind", "create_order"),))
@@ -161,8 +159,8 @@ def test_serve_takes_the_sdk_over_http_beside_grpc_and_sigterm_drains_both(
     # A sandbox of its own: the request it holds back while the sidecar drains lands after this test.
     sandbox = sandbox_factory()
     credentials = {"BUTTON_SIDECAR_HTTP_API_KEY": KEY, "BUTTON_SIDECAR_HTTP_API_SECRET": SECRET}
-    drain = "[delivery]\nshutdown_deadline_secs = 2\n"
-    process = start_sidecar(tmp_path, sandbox, extra_toml=drain, env=credentials)
+    drain = "shutdown_deadline_secs = 2\n"
+    process = start_sidecar(tmp_path, sandbox, delivery_toml=drain, env=credentials)
     try:
         assert process.http_url.startswith("http://127.0.0.1:")
         with events_api(f"{process.http_url}/v2") as api:
@@ -173,8 +171,8 @@ def test_serve_takes_the_sdk_over_http_beside_grpc_and_sigterm_drains_both(
         orders = orders_arrive(sandbox, ["serve-http-1", "serve-grpc-1"])
         assert (orders["serve-http-1"]["total"], orders["serve-grpc-1"]["total"]) == (2500, 2000)
 
-        status, _, body = http_call(f"{process.http_url}/healthz")
-        assert (status, orjson.loads(body)["status"]) == (200, "serving")
+        healthz = http_call(process.http_url, "GET", "/healthz")
+        assert (healthz.status, healthz.json["status"]) == (200, "serving")
         wait_for(lambda: metric_samples(process.http_url).get(DELIVERED) == 2, what="both deliveries in the metrics")
         samples = metric_samples(process.http_url)
         assert samples[("button_sidecar_http_requests_total", (("path", "/v2/events"), ("status", "202")))] == 1
@@ -192,24 +190,22 @@ def test_serve_takes_the_sdk_over_http_beside_grpc_and_sigterm_drains_both(
                 what="the delivery under way",
             )
             process.process.send_signal(signal.SIGTERM)
-            wait_for(lambda: http_call(f"{process.http_url}/healthz")[0] == 503, what="/healthz draining")
-            status, _, body = http_call(f"{process.http_url}/healthz")
-            assert orjson.loads(body) == {"status": "not_serving", "reasons": ["draining"]}
+            wait_for(lambda: http_call(process.http_url, "GET", "/healthz").status == 503, what="/healthz draining")
+            healthz = http_call(process.http_url, "GET", "/healthz")
+            assert healthz.json == {"status": "not_serving", "reasons": ["draining"]}
             auth = {"Authorization": basic(KEY, SECRET), "Content-Type": "application/json"}
-            status, headers, body = http_call(
-                f"{process.http_url}/v2/events", "POST", purchase_batch("serve-late"), auth
-            )
-            assert (status, headers["Retry-After"]) == (503, "1")
-            assert orjson.loads(body)["errors"][0]["code"] == "SERVICE_UNAVAILABLE"
+            late = http_call(process.http_url, "POST", "/v2/events", purchase_batch("serve-late"), headers=auth)
+            assert (late.status, late.headers["Retry-After"]) == (503, "1")
+            assert orjson.loads(late.body)["errors"][0]["code"] == "SERVICE_UNAVAILABLE"
             with pytest.raises(grpc.RpcError) as refused:
                 stub.Ingest(ingest_json(purchase_batch("serve-late-grpc")), timeout=5)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             assert health_status(process.address) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert process.process.wait(timeout=10) == 0
     finally:
-        stop_sidecar(process.process)
-    with pytest.raises(urllib.error.URLError):  # both servers are gone
-        http_call(f"{process.http_url}/healthz")
+        process.stop()
+    with pytest.raises(ConnectionRefusedError):  # both servers are gone
+        http_call(process.http_url, "GET", "/healthz")
     output = process.output()
     assert "Shutting down" in output and f"Serving the mParticle Events API on {process.http_url}" in output
     for secret in (sandbox.api_key, KEY, SECRET):

@@ -32,8 +32,8 @@ def test_sigterm_drains_within_the_deadline_and_a_restart_delivers_the_rest(tmp_
     # Answers slower than the deadline: the deliveries in flight at SIGTERM cannot finish and must stay queued.
     sandbox.set_faults(latency_ms=4000)
     state = tmp_path / "state"
-    extra = f"[delivery]\nshutdown_deadline_secs = {DEADLINE_SECS}\n"
-    first = start_sidecar(tmp_path / "first", sandbox, extra_toml=extra, state_dir=state)
+    drain = f"shutdown_deadline_secs = {DEADLINE_SECS}\n"
+    first = start_sidecar(tmp_path / "first", sandbox, delivery_toml=drain, state_dir=state)
     try:
         with stub_for(first.address) as stub:
             for order_id in ORDERS:
