@@ -199,6 +199,24 @@ def test_order_status_follows_the_rows(tmp_path: Path) -> None:
     run(tmp_path, scenario)
 
 
+def test_a_finished_order_status_is_kept_for_the_retention_period(tmp_path: Path) -> None:
+    clock = [1_000_000.0]
+
+    async def scenario(outbox: Outbox) -> None:
+        await outbox.enqueue([item("A")])
+        ((row,), _) = await outbox.lease(1)
+        await outbox.ack(row.seq, 200)
+        clock[0] += 3599.0
+        await outbox.enqueue([item("B")])  # pruning goes with a write, at most once a minute
+        assert (s := await outbox.key_status("A")) is not None and s.state == "delivered"
+        clock[0] += 61.0
+        await outbox.enqueue([item("C")])
+        assert await outbox.key_status("A") is None
+        assert (s := await outbox.key_status("B")) is not None and s.state == "queued"  # pending rows stay
+
+    run(tmp_path, scenario, status_retention_secs=3600.0, clock=lambda: clock[0])
+
+
 def test_concurrent_enqueues_all_commit(tmp_path: Path) -> None:
     async def scenario(outbox: Outbox) -> None:
         results = await asyncio.gather(*(outbox.enqueue([item(f"order-{i}")], f"req-{i}") for i in range(200)))

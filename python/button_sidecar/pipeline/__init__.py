@@ -159,6 +159,8 @@ class Pipeline:
             when_full=settings.when_full,
             block_timeout_secs=settings.block_timeout_secs,
             dedupe_window_secs=settings.dedupe_window_secs,
+            # The outcome of an order is kept as long as the ledger keeps the order.
+            status_retention_secs=settings.ledger_retention_secs,
         )
         self._client = ButtonClient(
             settings.button_base_url,

@@ -80,7 +80,8 @@ CREATE INDEX IF NOT EXISTS outbox_dedupe ON outbox (dedupe_key) WHERE dedupe_key
 CREATE INDEX IF NOT EXISTS outbox_pending_age ON outbox (created_at) WHERE state IN ('queued', 'in_flight');
 CREATE TABLE IF NOT EXISTS seen_batches (batch_key TEXT PRIMARY KEY, seen_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS seen_batches_at ON seen_batches (seen_at);
--- The last finished outcome per order key, kept after its rows are gone (delivered rows are deleted).
+-- The last finished outcome per order key, kept after its rows are gone (delivered rows are deleted), for
+-- `status_retention_secs` after it was written.
 CREATE TABLE IF NOT EXISTS order_status (
     order_key TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -90,6 +91,7 @@ CREATE TABLE IF NOT EXISTS order_status (
     last_error TEXT,
     updated_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS order_status_at ON order_status (updated_at);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
@@ -99,7 +101,7 @@ _IS_HEAD = (
     "(SELECT MIN(h.seq) FROM outbox AS h WHERE h.order_key = o.order_key AND h.state != 'dead'))"
 )
 _PENDING = "state IN ('queued', 'in_flight')"
-_SEEN_PRUNE_INTERVAL_SECS = 60.0
+_PRUNE_INTERVAL_SECS = 60.0
 
 
 class OutboxFull(Exception):
@@ -152,6 +154,7 @@ class Outbox:
         when_full: WhenFull = "reject",
         block_timeout_secs: float = 30.0,
         dedupe_window_secs: float = 24 * 3600.0,
+        status_retention_secs: float = 180 * 24 * 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._state_dir = state_dir
@@ -163,6 +166,7 @@ class Outbox:
         self._when_full = when_full
         self._block_timeout_secs = block_timeout_secs
         self._dedupe_window_secs = dedupe_window_secs
+        self._status_retention_secs = status_retention_secs
         self._clock = clock
         self._lock_fd: int | None = None
         # Owned by the database thread; read elsewhere only as a snapshot.
@@ -170,7 +174,7 @@ class Outbox:
         self._pending_bytes = 0
         # The totals as the writes of the group being written leave them; published once it commits.
         self._group_counts = [0, 0]
-        self._last_seen_prune = 0.0
+        self._last_prune = 0.0
         # Replaced on every release of room, so a waiter never misses a wake-up that raced its check.
         self._room = asyncio.Event()
         self._work_listeners: list[Callable[[], None]] = []
@@ -288,9 +292,10 @@ class Outbox:
     def _start_group(self, conn: sqlite3.Connection) -> None:
         now = self._clock()
         self._group_counts = [self._pending_rows, self._pending_bytes]
-        if now - self._last_seen_prune >= _SEEN_PRUNE_INTERVAL_SECS:
+        if now - self._last_prune >= _PRUNE_INTERVAL_SECS:
             conn.execute("DELETE FROM seen_batches WHERE seen_at < ?", (now - self._dedupe_window_secs,))
-            self._last_seen_prune = now
+            conn.execute("DELETE FROM order_status WHERE updated_at < ?", (now - self._status_retention_secs,))
+            self._last_prune = now
 
     def _publish_group(self) -> None:
         self._pending_rows, self._pending_bytes = self._group_counts
