@@ -41,7 +41,7 @@ class PipelineSettings:
     concurrency: int = 64
     """Most requests in flight to Button at once (also the connection pool size); the worker goes below it
     while Button answers 429 or 503, and back up as requests succeed. At 20 ms per request, 16 delivered
-    about 550 orders/s and 64 about 1,100 (benches/bench_delivery.py). Default 64."""
+    about 600 orders/s, 64 about 1,800 and 128 about 2,500 (benches/bench_delivery.py). Default 64."""
     request_timeout_secs: float = 10.0
     """Seconds one Button request may take end to end before it counts as failed and is retried. Default 10."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
