@@ -217,6 +217,19 @@ def test_a_finished_order_status_is_kept_for_the_retention_period(tmp_path: Path
     run(tmp_path, scenario, status_retention_secs=3600.0, clock=lambda: clock[0])
 
 
+def test_rows_stored_for_a_caller_that_stopped_waiting_still_wake_the_delivery(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        woken = asyncio.Event()
+        outbox.on_work(woken.set)
+        caller = asyncio.create_task(outbox.enqueue([item("A")]))
+        await asyncio.sleep(0)  # submitted; then the caller gives up (e.g. its gRPC deadline passed)
+        caller.cancel()
+        await asyncio.wait_for(woken.wait(), 10)
+        assert (await outbox.stats()).queued == 1
+
+    run(tmp_path, scenario)
+
+
 def test_concurrent_enqueues_all_commit(tmp_path: Path) -> None:
     async def scenario(outbox: Outbox) -> None:
         results = await asyncio.gather(*(outbox.enqueue([item(f"order-{i}")], f"req-{i}") for i in range(200)))

@@ -172,8 +172,11 @@ class Outbox:
         # Owned by the database thread; read elsewhere only as a snapshot.
         self._pending_rows = 0
         self._pending_bytes = 0
-        # The totals as the writes of the group being written leave them; published once it commits.
+        # The totals as the writes of the group being written leave them, and whether rows joined or left the
+        # queue; published once it commits.
         self._group_counts = [0, 0]
+        self._group_joined = self._group_left = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._last_prune = 0.0
         # Replaced on every release of room, so a waiter never misses a wake-up that raced its check.
         self._room = asyncio.Event()
@@ -203,6 +206,7 @@ class Outbox:
             os.close(fd)
             raise OutboxLocked(f"the outbox in {self._state_dir} is in use by another process") from None
         self._lock_fd = fd
+        self._loop = asyncio.get_running_loop()
         try:
             await self._db.open()
             requeued = await self._db.write(self._recover)
@@ -270,28 +274,26 @@ class Outbox:
         return result
 
     async def _write(self, apply: _Apply, *, durable: bool) -> Any:
-        """`apply` as a grouped write (`SqliteDatabase.write_grouped`); once committed, rows that left the queue
-        make room for writers waiting for it and rows that joined it wake the delivery."""
+        """`apply` as a grouped write (`SqliteDatabase.write_grouped`)."""
 
-        def counted(conn: sqlite3.Connection) -> tuple[Any, int]:
+        def counted(conn: sqlite3.Connection) -> Any:
             counts = self._group_counts
             before = list(counts)
             try:
-                return apply(conn, counts), counts[0] - before[0]
+                result = apply(conn, counts)
             except BaseException:
                 counts[:] = before  # its savepoint is rolled back
                 raise
+            self._group_joined |= counts[0] > before[0]
+            self._group_left |= counts[0] < before[0]
+            return result
 
-        result, rows = await self._db.write_grouped(counted, durable=durable)
-        if rows < 0:
-            self._release_room()
-        elif rows > 0:
-            self._notify_work()
-        return result
+        return await self._db.write_grouped(counted, durable=durable)
 
     def _start_group(self, conn: sqlite3.Connection) -> None:
         now = self._clock()
         self._group_counts = [self._pending_rows, self._pending_bytes]
+        self._group_joined = self._group_left = False
         if now - self._last_prune >= _PRUNE_INTERVAL_SECS:
             conn.execute("DELETE FROM seen_batches WHERE seen_at < ?", (now - self._dedupe_window_secs,))
             conn.execute("DELETE FROM order_status WHERE updated_at < ?", (now - self._status_retention_secs,))
@@ -299,6 +301,17 @@ class Outbox:
 
     def _publish_group(self) -> None:
         self._pending_rows, self._pending_bytes = self._group_counts
+        # Also when the callers stopped waiting (e.g. a cancelled ingest): what they wrote is stored.
+        assert self._loop is not None  # set by `open`, before any write
+        self._loop.call_soon_threadsafe(self._after_group, self._group_joined, self._group_left)
+
+    def _after_group(self, joined: bool, left: bool) -> None:
+        """On the event loop: rows that left the queue make room for writers waiting for it; rows that joined
+        it wake the delivery."""
+        if left:
+            self._release_room()
+        if joined:
+            self._notify_work()
 
     def _write_submission(
         self,
