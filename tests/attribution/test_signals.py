@@ -10,6 +10,7 @@ import pytest
 from button_sidecar import TransformConfig
 from button_sidecar.pipeline import ForwardEnvironments
 from button_sidecar.pipeline.button import ButtonClient, ButtonDeliveryService
+from button_sidecar.pipeline.button.client import DEFAULT_APP_BASE_URL, app_base_url_for
 from button_sidecar.pipeline.ledger import SqliteOrderLedger
 from button_sidecar.pipeline.records import OutboxRow
 from button_sidecar.pipeline.retry import Reject
@@ -191,3 +192,20 @@ def test_an_app_request_without_application_id_is_a_dead_letter_not_sent(tmp_pat
         assert await requests_for(sandbox) == []
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("base", "application_id", "expected"),
+    [
+        (DEFAULT_APP_BASE_URL, "app-1a2b3c4d5e6f7a8b", "https://app-1a2b3c4d5e6f7a8b.mobileapi.usebutton.com"),
+        # Not of the app-… form (nor a safe host label): Button's shared host, as its SDKs do.
+        (DEFAULT_APP_BASE_URL, "legacy-id", DEFAULT_APP_BASE_URL),
+        (DEFAULT_APP_BASE_URL, "app-x.evil.example/", DEFAULT_APP_BASE_URL),
+        # A configured host (the sandbox, a proxy) is used as it is.
+        ("http://127.0.0.1:9000", "app-1a2b3c4d5e6f7a8b", "http://127.0.0.1:9000"),
+    ],
+)
+def test_merchant_library_requests_go_to_the_apps_own_host_on_buttons(
+    base: str, application_id: str, expected: str
+) -> None:
+    assert app_base_url_for(base, application_id) == expected

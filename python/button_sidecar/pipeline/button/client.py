@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -19,6 +20,8 @@ from button_sidecar.telemetry.metrics import CONNECTION_ERROR, SidecarMetrics, s
 _MAX_MESSAGE_CHARS = 500
 
 DEFAULT_APP_BASE_URL: Final = "https://mobileapi.usebutton.com"
+# Button's Merchant Library sends an app whose id has this form to its own host (button-api.md section 3.2).
+_APP_ID_WITH_HOST: Final = re.compile(r"app-[0-9a-zA-Z]+")
 
 #: Request kinds that go to the Merchant Library API (button-api.md section 3.2), not the Order API.
 APP_KINDS: Final = frozenset({"app_event", "activity"})
@@ -37,6 +40,15 @@ def application_id_of(body: bytes | None) -> str | None:
         return None
     found = signal.get("application_id") if isinstance(signal, dict) else None
     return found if isinstance(found, str) and found else None
+
+
+def app_base_url_for(app_base_url: str, application_id: str) -> str:
+    """Where an app's Merchant Library requests go: `https://{app-id}.mobileapi.usebutton.com` for an
+    `app-…` id on Button's default host, as Button's own SDKs do; otherwise `app_base_url` as configured
+    (e.g. the sandbox, or a proxy)."""
+    if app_base_url == DEFAULT_APP_BASE_URL and _APP_ID_WITH_HOST.fullmatch(application_id):
+        return f"https://{application_id}.mobileapi.usebutton.com"
+    return app_base_url
 
 
 def _basic(user: str) -> str:
@@ -58,10 +70,10 @@ class ButtonClient:
     """Requests to the Button API on one `aiohttp.ClientSession`, so connections are reused.
 
     Order API requests go to `base_url` with `Authorization: Basic base64(api_key + ":")` (the key is never
-    logged); Merchant Library requests (`application_id` given) go to `app_base_url` with
-    `Basic base64(application_id + ":")`, so the API key never reaches that host. Every request carries
-    `Content-Type: application/json` and `User-Agent: button-sidecar/<version>`, and is bounded by
-    `timeout_secs` end to end.
+    logged); Merchant Library requests (`application_id` given) go to `app_base_url` (the app's own host on
+    Button's default one, see `app_base_url_for`) with `Basic base64(application_id + ":")`, so the API key
+    never reaches that host. Every request carries `Content-Type: application/json` and
+    `User-Agent: button-sidecar/<version>`, and is bounded by `timeout_secs` end to end.
     """
 
     def __init__(
@@ -109,7 +121,7 @@ class ButtonClient:
         if application_id is None:
             url, auth = self._base_url + path, self._api_auth
         else:
-            url, auth = self._app_base_url + path, _basic(application_id)
+            url, auth = app_base_url_for(self._app_base_url, application_id) + path, _basic(application_id)
         started = time.monotonic()
         try:
             async with self._session.request(method, url, data=body, headers={"Authorization": auth}) as response:
