@@ -125,6 +125,7 @@ class SqliteDatabase:
         self._schema = schema
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
         self._conn: sqlite3.Connection | None = None
+        self._synchronous_full = True  # the connection's mode, set FULL on open
         self._on_group = on_group
         self._on_group_commit = on_group_commit
         self._grouped: list[_GroupedWrite] = []
@@ -144,6 +145,7 @@ class SqliteDatabase:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            self._synchronous_full = True
             conn.execute("PRAGMA busy_timeout=5000")
             # O(size of the file), no index cross-checks: a few seconds for gigabytes, once per start.
             problems = [" ".join(str(row[0]).split()) for row in conn.execute("PRAGMA quick_check(3)")]
@@ -190,13 +192,11 @@ class SqliteDatabase:
         is raised, so the connection is never left inside a transaction that would refuse every later BEGIN.
         """
         conn = self.conn
-        if not durable:
-            conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            return self._transaction(conn, fn)
-        finally:
-            if not durable:
-                conn.execute("PRAGMA synchronous=FULL")
+        # Switched only when it changes: a database whose writes are all of one kind never switches.
+        if durable != self._synchronous_full:
+            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._synchronous_full = durable
+        return self._transaction(conn, fn)
 
     @staticmethod
     def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
