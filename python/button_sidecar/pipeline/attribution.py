@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from button_sidecar.pipeline.sqlite import SqliteDatabase
+from button_sidecar.pipeline.sqlite import SqliteStore
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -65,22 +65,12 @@ CREATE INDEX IF NOT EXISTS attributions_at ON attributions (timestamp_ms);
 """
 
 
-class SqliteAttributionStore:
+class SqliteAttributionStore(SqliteStore):
     """`AttributionStore` in `<state_dir>/attribution.sqlite3` (WAL, synchronous=FULL, like the outbox)."""
 
     def __init__(self, state_dir: Path, window_ms: int) -> None:
-        self._db = SqliteDatabase(state_dir / "attribution.sqlite3", _SCHEMA)
+        super().__init__(state_dir / "attribution.sqlite3", _SCHEMA)
         self._window_ms = window_ms
-
-    @property
-    def path(self) -> Path:
-        return self._db.path
-
-    async def open(self) -> None:
-        await self._db.open()
-
-    async def close(self) -> None:
-        await self._db.close()
 
     async def remember(self, keys: Sequence[str], btn_ref: str, timestamp_ms: int) -> None:
         if not keys:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import orjson
 
-from button_sidecar.pipeline.sqlite import SqliteDatabase
+from button_sidecar.pipeline.sqlite import SqliteStore
 
 JsonObject = dict[str, object]
 
@@ -79,25 +79,15 @@ DEFAULT_RETENTION_SECS = 180 * 24 * 3600.0
 _KNOWN_CHUNK = 500
 
 
-class SqliteOrderLedger:
+class SqliteOrderLedger(SqliteStore):
     """`OrderLedger` in `<state_dir>/ledger.sqlite3` (WAL, synchronous=FULL)."""
 
     def __init__(
         self, state_dir: Path, retention_secs: float = DEFAULT_RETENTION_SECS, clock: Callable[[], float] = time.time
     ) -> None:
-        self._db = SqliteDatabase(state_dir / "ledger.sqlite3", _SCHEMA)
+        super().__init__(state_dir / "ledger.sqlite3", _SCHEMA)
         self._retention_secs = retention_secs
         self._clock = clock
-
-    @property
-    def path(self) -> Path:
-        return self._db.path
-
-    async def open(self) -> None:
-        await self._db.open()
-
-    async def close(self) -> None:
-        await self._db.close()
 
     async def get(self, order_id: str) -> LedgerOrder | None:
         row = await self._db.read(

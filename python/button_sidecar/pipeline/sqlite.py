@@ -99,6 +99,23 @@ class _Raised:
     error: Exception
 
 
+class SqliteStore:
+    """Base of a store kept in one SQLite file of the state directory (the ledger, the attribution store)."""
+
+    def __init__(self, path: Path, schema: str) -> None:
+        self._db = SqliteDatabase(path, schema)
+
+    @property
+    def path(self) -> Path:
+        return self._db.path
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
 class SqliteDatabase:
     """A SQLite file in WAL mode with `synchronous=FULL`: a commit returns only once it is on disk.
 
