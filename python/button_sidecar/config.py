@@ -274,6 +274,10 @@ class DeliveryConfig:
     request_timeout_secs: float = 10.0
     """Seconds one Button request may take end to end before it counts as failed and is retried.
     Default: `10`. Example: `30`."""
+    ingest_first: bool = True
+    """Delivery yields the event loop to ingest: while ingest calls arrive and the loop runs late, fewer
+    requests go to Button at once (never fewer than one), so callers are answered first and the outbox holds
+    what waits. Default: `true`. Example: `false` (delivery always up to `concurrency`)."""
     shutdown_deadline_secs: float = 10.0
     """On SIGTERM/SIGINT, seconds in-flight requests may take to finish; what is left stays queued on disk
     for the next start. Default: `10`. Example: `25`."""
@@ -437,6 +441,7 @@ class SidecarConfig:
             block_timeout_secs=self.outbox.block_timeout_secs,
             concurrency=self.delivery.concurrency,
             request_timeout_secs=self.delivery.request_timeout_secs,
+            ingest_first=self.delivery.ingest_first,
             retry=self.delivery.retry.policy(),
             dedupe_window_secs=self.outbox.dedupe_window_secs,
             require_btn_ref=self.transform.require_btn_ref,

@@ -1,8 +1,12 @@
-"""AdaptiveConcurrency: additive increase on success, multiplicative decrease on 429/503."""
+"""AdaptiveConcurrency: additive increase on success, multiplicative decrease on 429/503; IngestFirst: the
+same, decreased while ingest calls wait on a late event loop."""
 
 from __future__ import annotations
 
-from button_sidecar.pipeline.concurrency import AdaptiveConcurrency
+import asyncio
+import time
+
+from button_sidecar.pipeline.concurrency import AdaptiveConcurrency, IngestFirst
 
 
 def test_starts_at_the_maximum_halves_on_overload_and_climbs_back() -> None:
@@ -31,3 +35,35 @@ def test_never_below_one() -> None:
         now[0] += 5.0
         limit.on_overload()
     assert limit.limit == 1
+
+
+def test_ingest_first_halves_delivery_while_the_loop_runs_late_during_ingest_and_resets_when_idle() -> None:
+    async def scenario() -> None:
+        yields: list[None] = []
+        first = IngestFirst(
+            16, lag_secs=0.002, probe_secs=0.001, cooldown_secs=0.0, idle_secs=1.0, on_yield=lambda: yields.append(None)
+        )
+        probe = asyncio.create_task(first.run())
+        try:
+            await asyncio.sleep(0.05)
+            time.sleep(0.02)  # the loop is late, but no ingest call is waiting: nothing to yield to
+            await asyncio.sleep(0.01)
+            assert (first.limit, yields) == (16, [])
+            first.ingest_seen()
+            await asyncio.sleep(0.005)
+            for _ in range(3):
+                time.sleep(0.01)  # a callback holds the loop while ingest calls arrive
+                await asyncio.sleep(0.005)
+            assert first.limit <= 4 and len(yields) >= 2
+            for _ in range(6):
+                time.sleep(0.01)
+                await asyncio.sleep(0.005)
+            assert first.limit == 1  # never below one: delivery goes on
+            first.on_success()
+            assert first.limit == 2
+            await asyncio.sleep(1.5)  # no ingest for longer than idle_secs
+            assert first.limit == 16
+        finally:
+            probe.cancel()
+
+    asyncio.run(scenario())

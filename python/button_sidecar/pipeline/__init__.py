@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from button_sidecar import Transformer, TransformResult
 from button_sidecar.pipeline.attribution import AttributionStore, SqliteAttributionStore, StoredAttribution
 from button_sidecar.pipeline.button import ButtonClient, ButtonDeliveryService
+from button_sidecar.pipeline.concurrency import IngestFirst
 from button_sidecar.pipeline.ingest import (
     AttributionLookup,
     IngestResult,
@@ -151,7 +152,7 @@ class Pipeline:
         self._attributions = (
             attribution_store if attribution_store is not None else _default_attribution_store(settings)
         )
-        self._purger: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self._outbox = Outbox(
             settings.state_dir,
             max_rows=settings.max_queue_rows,
@@ -170,12 +171,18 @@ class Pipeline:
             timeout_secs=settings.request_timeout_secs,
             metrics=self.metrics,
         )
+        self._ingest_first = (
+            IngestFirst(settings.concurrency, on_yield=self.metrics.delivery_yields.inc)
+            if settings.ingest_first
+            else None
+        )
         self._worker = DeliveryWorker(
             self._outbox,
             ButtonDeliveryService(self._client, self._ledger),
             settings.retry,
             concurrency=settings.concurrency,
             metrics=self.metrics,
+            yield_to=self._ingest_first,
         )
         self._running = False
         self._ingesting = 0
@@ -208,7 +215,9 @@ class Pipeline:
             await self._attributions.close()
             raise
         self._worker.start()
-        self._purger = asyncio.create_task(self._purge_expired(), name="purge-expired")
+        self._background = [asyncio.create_task(self._purge_expired(), name="purge-expired")]
+        if self._ingest_first is not None:
+            self._background.append(asyncio.create_task(self._ingest_first.run(), name="ingest-first"))
         self._running = True
 
     async def stop(self, deadline_secs: float = 10.0) -> None:
@@ -220,9 +229,9 @@ class Pipeline:
         while self._ingesting:
             self._ingests_done.clear()
             await self._ingests_done.wait()
-        if self._purger is not None:
-            self._purger.cancel()
-            await asyncio.gather(self._purger, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._worker.stop(deadline_secs)
         await self._client.close()
         await self._outbox.close()
@@ -260,6 +269,8 @@ class Pipeline:
         """Admit one ingest call, counted so that `stop` can let it finish."""
         if not self._running:
             raise PipelineClosed("the pipeline is not running")
+        if self._ingest_first is not None:
+            self._ingest_first.ingest_seen()
         self._ingesting += 1
         try:
             yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -40,8 +41,68 @@ class AdaptiveConcurrency:
     def on_success(self) -> None:
         self._limit = min(self._maximum, self._limit + 1.0 / self._limit)
 
-    def on_overload(self) -> None:
+    def reset(self) -> None:
+        self._limit = self._maximum
+
+    def on_overload(self) -> bool:
+        """Lower the limit unless it was lowered within the cooldown; whether it was lowered now."""
         now = self._clock()
-        if now - self._last_decrease >= self._cooldown_secs:
-            self._last_decrease = now
-            self._limit = max(1.0, self._limit * self._decrease_ratio)
+        if now - self._last_decrease < self._cooldown_secs:
+            return False
+        self._last_decrease = now
+        self._limit = max(1.0, self._limit * self._decrease_ratio)
+        return True
+
+
+class IngestFirst:
+    """Delivery yields the event loop to ingest: ingest callers wait on their answer, Button does not.
+
+    Ingest and delivery share one event loop. While ingest calls arrive, a probe sleeps `probe_secs` at a time
+    and measures how late it wakes up: later than `lag_secs` means callbacks are queueing on the loop, and
+    delivery's limit halves (at most once per `cooldown_secs`, never below 1); each delivered request adds
+    `1/limit` back, as in `AdaptiveConcurrency`. After `idle_secs` without an ingest call the limit is
+    `maximum` again and the probe sleeps until the next call, costing nothing. Delivery never stops (the
+    limit stays at least 1); a backlog it leaves waits in the outbox.
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        lag_secs: float = 0.002,
+        probe_secs: float = 0.005,
+        cooldown_secs: float = 0.05,
+        idle_secs: float = 1.0,
+        on_yield: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._limit = AdaptiveConcurrency(maximum, cooldown_secs=cooldown_secs)
+        self._lag_secs = lag_secs
+        self._probe_secs = probe_secs
+        self._idle_secs = idle_secs
+        self._on_yield = on_yield
+        self._last_ingest = float("-inf")
+        self._ingesting = asyncio.Event()
+
+    @property
+    def limit(self) -> int:
+        return self._limit.limit
+
+    def ingest_seen(self) -> None:
+        self._last_ingest = time.monotonic()
+        self._ingesting.set()
+
+    def on_success(self) -> None:
+        self._limit.on_success()
+
+    async def run(self) -> None:
+        """Probe the loop while ingest is active; runs until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if time.monotonic() - self._last_ingest > self._idle_secs:
+                self._limit.reset()
+                self._ingesting.clear()
+                await self._ingesting.wait()
+            due = loop.time() + self._probe_secs
+            await asyncio.sleep(self._probe_secs)
+            if loop.time() - due > self._lag_secs and self._limit.on_overload():
+                self._on_yield()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
-from button_sidecar.pipeline.concurrency import OVERLOAD_STATUSES, AdaptiveConcurrency
+from button_sidecar.pipeline.concurrency import OVERLOAD_STATUSES, AdaptiveConcurrency, IngestFirst
 from button_sidecar.pipeline.outbox import Outbox
 from button_sidecar.pipeline.records import OutboxRow
 from button_sidecar.pipeline.retry import Delivered, Outcome, Reject, Retry, RetryPolicy
@@ -88,7 +88,8 @@ class DeliveryService(Protocol):
 class DeliveryWorker:
     """Delivers outbox rows, with at most `concurrency` requests in flight.
 
-    The limit adapts below `concurrency` while the receiver answers 429 or 503 (`AdaptiveConcurrency`).
+    The limit adapts below `concurrency` while the receiver answers 429 or 503 (`AdaptiveConcurrency`), and
+    while ingest needs the event loop (`yield_to`, an `IngestFirst`).
     Delivery is at-least-once: a row is acknowledged only after the receiver confirmed it; a crash or a
     shutdown in the middle leaves the row to be sent again. Transient failures (`Retry`) are rescheduled
     with the `RetryPolicy` backoff until it gives up (attempt count AND age exceeded), and then
@@ -104,12 +105,14 @@ class DeliveryWorker:
         *,
         concurrency: int,
         metrics: SidecarMetrics,
+        yield_to: IngestFirst | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._outbox = outbox
         self._service = service
         self._policy = policy
         self._concurrency = AdaptiveConcurrency(concurrency)
+        self._yield_to = yield_to
         self._metrics = metrics
         self._clock = clock
         self._wake = asyncio.Event()
@@ -164,7 +167,7 @@ class DeliveryWorker:
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            free = self._concurrency.limit - len(self._in_flight)
+            free = self._limit() - len(self._in_flight)
             next_due: float | None = None
             if free > 0:
                 try:
@@ -185,6 +188,10 @@ class DeliveryWorker:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 except TimeoutError:
                     pass
+
+    def _limit(self) -> int:
+        limit = self._concurrency.limit
+        return limit if self._yield_to is None else min(limit, self._yield_to.limit)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
@@ -254,9 +261,11 @@ class DeliveryWorker:
     def _adapt(self, outcome: Outcome) -> None:
         if isinstance(outcome, Delivered):
             self._concurrency.on_success()
+            if self._yield_to is not None:
+                self._yield_to.on_success()
         elif isinstance(outcome, Retry) and outcome.status in OVERLOAD_STATUSES:
             self._concurrency.on_overload()
-        self._metrics.delivery_concurrency_limit.set(self._concurrency.limit)
+        self._metrics.delivery_concurrency_limit.set(self._limit())
 
     async def _dead_letter(
         self, row: OutboxRow, kind: str, reason: str, error: str, status: int | None, response: str | None

@@ -127,6 +127,11 @@ class SidecarMetrics:
             "Current limit on requests in flight to Button (lowered while Button answers 429 or 503).",
             registry=registry,
         )
+        self.delivery_yields = Counter(
+            "button_sidecar_delivery_yields_total",
+            "Times delivery lowered its concurrency limit because ingest calls were waiting on the event loop.",
+            registry=registry,
+        )
         self.button_request_duration = Histogram(
             "button_sidecar_button_request_duration_seconds",
             "Time from sending a request to Button until its answer (or failure).",
