@@ -133,6 +133,36 @@ def test_a_deep_link_credits_later_batches_of_the_same_call_but_not_earlier_even
     asyncio.run(scenario())
 
 
+def test_a_call_of_many_users_looks_up_and_remembers_each_as_if_in_turn(
+    tmp_path: Path, sandbox: Sandbox, store_settings: dict[str, Any]
+) -> None:
+    # No batch of the call looks up a key that an earlier one teaches: the lookups and the tokens go at once.
+    async def scenario() -> None:
+        now = now_ms()
+        async with hosts(tmp_path, sandbox, store_settings) as (a, b):
+            await a.ingest(user_batch(deep_link("srctok-before-call", now - HOUR_MS), mpid=2), received_at_ms=now)
+            results = await b.ingest_many(
+                [
+                    user_batch(deep_link("srctok-user-1", now - 1000), mpid=1),
+                    user_batch(purchase("user-2-order"), mpid=2),
+                    user_batch(purchase("user-3-order"), mpid=3),
+                    user_batch(purchase("user-4-order"), deep_link("srctok-user-4", now - 1000), mpid=4),
+                ],
+                received_at_ms=now,
+            )
+            assert [r.accepted for r in results] == [0, 1, 1, 1]
+            await drained(b)
+            for host in (a, b):
+                assert await host.current_attribution("mpid:1") == StoredAttribution(now - 1000, "srctok-user-1")
+                assert await host.current_attribution("mpid:4") == StoredAttribution(now - 1000, "srctok-user-4")
+        orders = await orders_by_id(sandbox)
+        assert orders["user-2-order"]["btn_ref"] == "srctok-before-call"
+        assert orders["user-3-order"]["btn_ref"] is None
+        assert orders["user-4-order"]["btn_ref"] is None  # the purchase precedes the link in its batch
+
+    asyncio.run(scenario())
+
+
 def test_a_partial_refund_on_one_host_resolves_an_order_created_on_another(
     tmp_path: Path, sandbox: Sandbox, store_settings: dict[str, Any]
 ) -> None:

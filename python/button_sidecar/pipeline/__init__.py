@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry
 
-from button_sidecar import Transformer, TransformResult
+from button_sidecar import Attribution, Transformer, TransformResult
 from button_sidecar.pipeline.attribution import AttributionStore, SqliteAttributionStore, StoredAttribution
 from button_sidecar.pipeline.button import ButtonClient, ButtonDeliveryService
 from button_sidecar.pipeline.concurrency import IngestFirst
@@ -26,6 +26,7 @@ from button_sidecar.pipeline.ingest import (
     QueuedRequest,
     filter_reason,
     ingest_result,
+    lookups_independent,
     plan_batch,
     wants_attribution,
 )
@@ -281,24 +282,29 @@ class Pipeline:
     async def _accept(self, results: Sequence[TransformResult], received_at_ms: int | None) -> list[IngestResult]:
         now_ms = received_at_ms if received_at_ms is not None else _now_ms()
         lookup = self.attribution_lookup or (lambda keys: self._stored_btn_ref(keys, now_ms))
-        decided: list[tuple[TransformResult, str | None, str | None]] = []
+        filtered = [filter_reason(result, self.settings.forward_environments) for result in results]
         for result in results:
             self.metrics.received_batches.inc()
             self.metrics.received_events.inc(result.event_count)
-            filtered = filter_reason(result, self.settings.forward_environments)
-            stored_btn_ref = None
-            if filtered is None:
-                if wants_attribution(result):
-                    stored_btn_ref = await lookup(result.user_keys)
+        forwarded = [i for i, reason in enumerate(filtered) if reason is None]
+        stored: dict[int, str | None] = {}  # by the batch's index
+        if lookups_independent([results[i] for i in forwarded]):
+            # No batch looks up a key that an earlier batch of the call teaches, so every lookup finds what it
+            # would find in turn: they go at once, and the tokens follow in one grouped write.
+            wanted = [i for i in forwarded if wants_attribution(results[i])]
+            found = await asyncio.gather(*(lookup(results[i].user_keys) for i in wanted))
+            stored = dict(zip(wanted, found, strict=True))
+            await asyncio.gather(*(self._remember(a) for i in forwarded for a in results[i].attributions))
+        else:
+            for i in forwarded:
+                if wants_attribution(results[i]):
+                    stored[i] = await lookup(results[i].user_keys)
                 # Remembered before the next batch is looked up, so a deep link credits purchases in later
                 # batches of the same call; purchases of its own batch follow the core's rule (a link at or
-                # before them). Idempotent, so a batch refused below (outbox full) and sent again does no harm.
-                for attribution in result.attributions:
-                    await self._attributions.remember(
-                        attribution.user_keys, attribution.btn_ref, attribution.timestamp_ms
-                    )
-                    self.metrics.attributions_remembered.inc()
-            decided.append((result, filtered, stored_btn_ref))
+                # before them).
+                for attribution in results[i].attributions:
+                    await self._remember(attribution)
+        decided = [(result, filtered[i], stored.get(i)) for i, result in enumerate(results)]
         # Asked last, right before the outbox write: a create whose earlier copy finishes delivery between the
         # two is queued again (Button answers 409 and it counts as delivered), so that gap is kept short.
         creates = {r.order_id for result in results for r in result.requests if r.kind == "create_order"}
@@ -324,6 +330,11 @@ class Pipeline:
                 if outcome.filtered is not None:
                     self.metrics.filtered_batches.labels(reason=outcome.filtered).inc()
         return ingested
+
+    async def _remember(self, attribution: Attribution) -> None:
+        # Idempotent, so a batch refused later (outbox full) and sent again does no harm.
+        await self._attributions.remember(attribution.user_keys, attribution.btn_ref, attribution.timestamp_ms)
+        self.metrics.attributions_remembered.inc()
 
     async def _stored_btn_ref(self, keys: Sequence[str], now_ms: int) -> str | None:
         found = await self._attributions.lookup(keys, now_ms)

@@ -108,6 +108,18 @@ def wants_attribution(result: TransformResult) -> bool:
     )
 
 
+def lookups_independent(results: Sequence[TransformResult]) -> bool:
+    """Whether no batch that looks up a token (`wants_attribution`) shares a user key with a token taught by an
+    earlier batch of `results`: then the order of lookups and remembers within the call changes nothing."""
+    taught: set[str] = set()
+    for result in results:
+        if taught and wants_attribution(result) and not taught.isdisjoint(result.user_keys):
+            return False
+        for attribution in result.attributions:
+            taught.update(attribution.user_keys)
+    return True
+
+
 def plan_batch(
     result: TransformResult,
     in_ledger: Collection[str],
