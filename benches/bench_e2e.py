@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -37,6 +38,7 @@ import grpc  # type: ignore[import-untyped]
 import orjson
 from button_sidecar import Transformer
 from button_sidecar.v1 import sidecar_pb2, sidecar_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from benches import corpus
 from benches.common import (
@@ -57,11 +59,24 @@ from benches.common import (
     write_json,
 )
 
-TARGET_EVENTS_PER_S = 50_000.0
+TARGET_EVENTS_S = 50_000.0
 TARGET_P99_MS = 10.0
 INGEST_METHOD = "/button_sidecar.v1.Sidecar/Ingest"
-FULL: dict[str, Any] = {"batches": 2000, "concurrency": [16, 64], "duration_s": 12.0, "warmup_s": 2.0}
-QUICK: dict[str, Any] = {"batches": 300, "concurrency": [32], "duration_s": 3.0, "warmup_s": 0.5}
+INGEST_BULK_METHOD = "/button_sidecar.v1.Sidecar/IngestBulk"
+FULL: dict[str, Any] = {
+    "batches": 2000,
+    "batches_per_call": [1, 20],
+    "concurrency": [16, 64],
+    "duration_s": 12.0,
+    "warmup_s": 2.0,
+}
+QUICK: dict[str, Any] = {
+    "batches": 300,
+    "batches_per_call": [1, 20],
+    "concurrency": [32],
+    "duration_s": 3.0,
+    "warmup_s": 0.5,
+}
 _CALL_TIMEOUT_S = 30.0
 _MAX_OUTSTANDING = 2000  # open loop: beyond this many calls in flight the server is not keeping up anyway
 
@@ -69,11 +84,12 @@ Send = Callable[[bytes], Awaitable[None]]
 
 
 class Payloads:
-    """Corpus batches as request bytes, round after round, each round unique; with their event counts."""
+    """Corpus batches as request bodies of `per_call` batches each, round after round, each round unique;
+    with their event counts."""
 
-    def __init__(self, raws: Sequence[bytes], encode: Callable[[bytes], bytes]) -> None:
-        self._raws = list(raws)
-        self._events = [len(orjson.loads(raw)["events"]) for raw in raws]
+    def __init__(self, raws: Sequence[bytes], encode: Callable[[Sequence[bytes]], bytes], per_call: int) -> None:
+        self._calls = [list(raws[i : i + per_call]) for i in range(0, len(raws), per_call)]
+        self._events = [sum(len(orjson.loads(raw)["events"]) for raw in call) for call in self._calls]
         self._encode = encode
         self._round = 0
         self._iterator = self._stream()
@@ -81,9 +97,8 @@ class Payloads:
     def _stream(self) -> Iterator[tuple[bytes, int]]:
         while True:
             self._round += 1
-            yield from zip(
-                [self._encode(corpus.unique(raw, self._round)) for raw in self._raws], self._events, strict=True
-            )
+            bodies = [self._encode([corpus.unique(raw, self._round) for raw in call]) for call in self._calls]
+            yield from zip(bodies, self._events, strict=True)
 
     def next(self) -> tuple[bytes, int]:
         return next(self._iterator)
@@ -102,6 +117,7 @@ class Phase:
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     sandbox_cpu_s: float = 0.0
+    delivery: dict[str, float] = field(default_factory=dict)
     target_calls_per_s: float | None = None
     concurrency: int | None = None
 
@@ -133,6 +149,7 @@ class Phase:
             "server_cores_busy": self.server_cpu_s / self.seconds if self.seconds else None,
             "client_cpu_s": self.client_cpu_s,
             "sandbox_cpu_s": self.sandbox_cpu_s,
+            "delivery_at_end": self.delivery,
         }
 
 
@@ -220,15 +237,18 @@ async def open_loop(send: Send, payloads: Payloads, calls_per_s: float, duration
 
 
 class GrpcClient:
-    def __init__(self, target: str) -> None:
+    """`Ingest` with one batch per call, `IngestBulk` with more."""
+
+    def __init__(self, target: str, per_call: int) -> None:
         self.target = target
+        self._per_call = per_call
         self._channel: Any = None
         self._ingest: Any = None
 
     async def __aenter__(self) -> GrpcClient:
         self._channel = grpc.aio.insecure_channel(self.target)
-        # No serialisers: the payloads are IngestRequest bytes already, the answers are not decoded.
-        self._ingest = self._channel.unary_unary(INGEST_METHOD)
+        # No serialisers: the payloads are request bytes already, the answers are not decoded.
+        self._ingest = self._channel.unary_unary(INGEST_BULK_METHOD if self._per_call > 1 else INGEST_METHOD)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -240,9 +260,11 @@ class GrpcClient:
         response = await stub.Ingest(sidecar_pb2.IngestRequest(mparticle_json=raw), timeout=_CALL_TIMEOUT_S)
         return int(response.counts.accepted)
 
-    @staticmethod
-    def encode(raw: bytes) -> bytes:
-        return bytes(sidecar_pb2.IngestRequest(mparticle_json=raw).SerializeToString())
+    def encode(self, raws: Sequence[bytes]) -> bytes:
+        requests = [sidecar_pb2.IngestRequest(mparticle_json=raw) for raw in raws]
+        if self._per_call > 1:
+            return bytes(sidecar_pb2.IngestBulkRequest(batches=requests).SerializeToString())
+        return bytes(requests[0].SerializeToString())
 
     async def send(self, payload: bytes) -> None:
         await self._ingest(payload, timeout=_CALL_TIMEOUT_S)
@@ -258,8 +280,11 @@ class HttpStatusError(Exception):
 
 
 class HttpClient:
-    def __init__(self, base_url: str, concurrency: int) -> None:
-        self.url = f"{base_url}/v2/events"
+    """`POST /v2/events` with one batch per call, `POST /v2/bulkevents` (a JSON array) with more."""
+
+    def __init__(self, base_url: str, concurrency: int, per_call: int) -> None:
+        self.url = f"{base_url}/v2/bulkevents" if per_call > 1 else f"{base_url}/v2/events"
+        self._per_call = per_call
         self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
 
@@ -277,12 +302,11 @@ class HttpClient:
             await self._session.close()
 
     async def check(self, raw: bytes) -> int:
-        await self.send(raw)
+        await self.send(self.encode([raw]))
         return -1  # 202 carries no counts
 
-    @staticmethod
-    def encode(raw: bytes) -> bytes:
-        return raw
+    def encode(self, raws: Sequence[bytes]) -> bytes:
+        return b"[" + b",".join(raws) + b"]" if self._per_call > 1 else raws[0]
 
     async def send(self, payload: bytes) -> None:
         assert self._session is not None
@@ -309,9 +333,11 @@ async def wait_http_ready(base_url: str, timeout_s: float = 20.0) -> None:
 
 
 def server_config(directory: Path) -> Path:
-    """The TOML file of the server: only the outbox limits raised (a run queues far more than 100,000)."""
+    """The TOML file of the server: only the outbox limits raised (a run queues far more than 100,000), then
+    `BENCH_SIDECAR_TOML` for experiments, e.g. `BENCH_SIDECAR_TOML=$'[delivery]\\ningest_first = false'`."""
     path = directory / "sidecar.toml"
-    path.write_text('log_level = "error"\n\n[outbox]\nmax_requests = 100000000\nmax_bytes = 1099511627776\n')
+    extra = os.environ.get("BENCH_SIDECAR_TOML", "")
+    path.write_text(f'log_level = "error"\n\n[outbox]\nmax_requests = 100000000\nmax_bytes = 1099511627776\n{extra}\n')
     return path
 
 
@@ -322,38 +348,77 @@ class Server:
     client: GrpcClient | HttpClient
     meters: Meters
     process: Child
+    metrics_url: str | None  # the sidecar's /metrics; None for the floor
+
+    async def delivery_state(self) -> dict[str, float]:
+        """Where delivery stands at the end of a phase, from the sidecar's /metrics: what waits in the outbox
+        (the gauge is refreshed every second), what was delivered, how often delivery yielded to ingest."""
+        if self.metrics_url is None:
+            return {}
+        async with aiohttp.ClientSession() as session, session.get(self.metrics_url) as response:
+            text = await response.text()
+        wanted = {
+            "button_sidecar_outbox_depth": "outbox_depth",
+            "button_sidecar_delivered_requests_total": "delivered",
+            "button_sidecar_delivery_yields_total": "delivery_yields",
+        }
+        state = dict.fromkeys(wanted.values(), 0.0)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in wanted:
+                    state[wanted[sample.name]] += sample.value
+        return state
 
 
 @asynccontextmanager
 async def serving(
-    protocol: str, directory: Path, sandbox_url: str, sandbox_pid: int, concurrency: int
+    protocol: str,
+    directory: Path,
+    sandbox_url: str,
+    sandbox_pid: int,
+    concurrency: int,
+    per_call: int,
+    *,
+    floor: bool = False,
 ) -> AsyncIterator[Server]:
-    """`button-sidecar serve` on a fresh state directory, delivering to the sandbox, with a client for `protocol`."""
+    """`button-sidecar serve` on a fresh state directory, delivering to the sandbox, with a client for `protocol`;
+    with `floor`, the do-nothing server of `benches.floor_server` instead."""
     directory.mkdir(parents=True)
     http_port = free_port()
-    env = serve_env(sandbox_url, http_port, directory / "state")
-    command = cli_command("serve", "--config", str(server_config(directory)))
-    with child(command, env, directory / "server.log") as process:
+    if floor:
+        env: dict[str, str] = dict(os.environ)
+        command = [sys.executable, "-m", "benches.floor_server", "--http-port", str(http_port)]
+        prefix = "Floor listening on "
+    else:
+        env = serve_env(sandbox_url, http_port, directory / "state")
+        command = cli_command("serve", "--config", str(server_config(directory)))
         prefix = "Sidecar listening on "
+    with child(command, env, directory / "server.log") as process:
         if not process.first_line.startswith(prefix):
-            raise RuntimeError(f"unexpected first line of serve: {process.first_line!r}")
+            raise RuntimeError(f"unexpected first line of {command[2]}: {process.first_line!r}")
         client: GrpcClient | HttpClient
         if protocol == "grpc":
-            client = GrpcClient(process.first_line.removeprefix(prefix))
+            client = GrpcClient(process.first_line.removeprefix(prefix), per_call)
         else:
             base_url = f"http://127.0.0.1:{http_port}"
             await wait_http_ready(base_url)
-            client = HttpClient(base_url, concurrency)
+            client = HttpClient(base_url, concurrency, per_call)
         try:
             async with client:
-                yield Server(client, Meters(process.pid, sandbox_pid), process)
+                metrics_url = None if floor else f"http://127.0.0.1:{http_port}/metrics"
+                yield Server(client, Meters(process.pid, sandbox_pid), process, metrics_url)
         except BaseException:
-            print(f"serve stderr:\n{process.stderr_tail()}")
+            print(f"{command[2]} stderr:\n{process.stderr_tail()}")
             raise
 
 
 async def protocol_run(
-    protocol: str, raws: Sequence[bytes], concurrencies: Sequence[int], duration_s: float, warmup_s: float
+    protocol: str,
+    raws: Sequence[bytes],
+    per_call: int,
+    concurrencies: Sequence[int],
+    duration_s: float,
+    warmup_s: float,
 ) -> dict[str, Any]:
     """Each phase on a fresh server, so that none inherits the delivery backlog of the one before."""
     logs: list[str] = []
@@ -362,16 +427,21 @@ async def protocol_run(
         with sandbox(directory / "sandbox.log", "--request-log-limit", "1000") as (sandbox_url, sandbox_process):
             payloads: Payloads | None = None
 
-            async def phase(name: str, concurrency: int, load: Callable[[Server, Payloads], Awaitable[Phase]]) -> Phase:
+            async def phase(
+                name: str, concurrency: int, load: Callable[[Server, Payloads], Awaitable[Phase]], floor: bool = False
+            ) -> Phase:
                 nonlocal payloads
-                async with serving(protocol, directory / name, sandbox_url, sandbox_process.pid, concurrency) as server:
+                async with serving(
+                    protocol, directory / name, sandbox_url, sandbox_process.pid, concurrency, per_call, floor=floor
+                ) as server:
                     if payloads is None:
-                        payloads = Payloads(raws, server.client.encode)
+                        payloads = Payloads(raws, server.client.encode, per_call)
                         expected = len(Transformer().transform_json(raws[0], corpus.BASE_TIME_MS).requests)
                         accepted = await server.client.check(corpus.unique(raws[0], 0))
                         if accepted not in (-1, expected):
                             raise AssertionError(f"{protocol}: the sidecar queued {accepted} requests, not {expected}")
                     measured = await load(server, payloads)
+                    measured.delivery = await server.delivery_state()
                     if measured.errors:
                         logs.append(f"--- {name}\n{server.process.stderr_tail(60)}")
                 return measured
@@ -385,6 +455,14 @@ async def protocol_run(
                 for c in concurrencies
             ]
             best = max(closed, key=lambda measured: measured.events_per_s)
+            floor = await phase(
+                "floor",
+                best.concurrency or max(concurrencies),
+                lambda server, p: closed_loop(
+                    server.client.send, p, best.concurrency or 1, warmup_s, duration_s, server.meters
+                ),
+                floor=True,
+            )
             rates = {"half": best.calls_per_s / 2, "light": best.calls_per_s / 10}
             open_phases = {
                 name: await phase(
@@ -397,6 +475,8 @@ async def protocol_run(
     return {
         "closed": [measured.to_json() for measured in closed],
         "best": best.to_json(),
+        # The same load against the same frameworks doing nothing (benches/floor_server.py).
+        "floor": floor.to_json(),
         "half": open_phases["half"].to_json(),
         # What a call costs nearly without queueing: the latency floor of the path itself.
         "light": open_phases["light"].to_json(),
@@ -405,7 +485,11 @@ async def protocol_run(
 
 
 async def measure(
-    quick: bool, protocols: Sequence[str], concurrencies: Sequence[int] | None, duration_s: float | None
+    quick: bool,
+    protocols: Sequence[str],
+    concurrencies: Sequence[int] | None,
+    duration_s: float | None,
+    batches_per_call: Sequence[int] | None,
 ) -> BenchReport:
     sizes = QUICK if quick else FULL
     raws = corpus.load(int(sizes["batches"]))
@@ -414,40 +498,53 @@ async def measure(
     rows: list[Row] = []
     details: dict[str, Any] = {"batches": len(raws), "duration_s": duration, "errors": {}}
     for protocol in protocols:
-        try:
-            result = await protocol_run(protocol, raws, levels, duration, float(sizes["warmup_s"]))
-        except Exception as error:
-            details["errors"][protocol] = f"{type(error).__name__}: {error}"
-            continue
-        details[protocol] = result
-        best, half = result["best"], result["half"]
-        name = "gRPC Ingest" if protocol == "grpc" else "HTTP POST /v2/events"
-        rows += [
-            Row(
-                f"e2e {name}: max events/s (c={best['concurrency']})",
-                best["events_per_s"],
-                "events/s",
-                TARGET_EVENTS_PER_S,
-            ),
-            Row(f"e2e {name}: p50 latency at max", best["latency_ms"]["p50"], "ms"),
-            Row(f"e2e {name}: p99 latency at max", best["latency_ms"]["p99"], "ms"),
-            Row(f"e2e {name}: server CPU per million events", best["server_cpu_s_per_million_events"] or 0, "s"),
-            Row(f"e2e {name}: events/s at half load", half["events_per_s"], "events/s"),
-            Row(f"e2e {name}: p50 latency at half load", half["latency_ms"]["p50"], "ms"),
-            Row(f"e2e {name}: p99 latency at half load", half["latency_ms"]["p99"], "ms", TARGET_P99_MS, "lower"),
-            Row(f"e2e {name}: p99.9 latency at half load", half["latency_ms"]["p99.9"], "ms"),
-            Row(f"e2e {name}: p50 latency at 10% load", result["light"]["latency_ms"]["p50"], "ms"),
-            Row(f"e2e {name}: p99 latency at 10% load", result["light"]["latency_ms"]["p99"], "ms"),
-        ]
-        phases = [*result["closed"], half, result["light"]]
-        failed = sum(sum(phase["errors"].values()) for phase in phases)
-        if failed:
-            calls = sum(phase["calls"] for phase in phases)
-            rows.append(Row(f"e2e {name}: failed calls (see the JSON)", failed / (failed + calls), "fraction"))
+        for per_call in batches_per_call or sizes["batches_per_call"]:
+            key = protocol if per_call == 1 else f"{protocol}-bulk-{per_call}"
+            try:
+                result = await protocol_run(protocol, raws, per_call, levels, duration, float(sizes["warmup_s"]))
+            except Exception as error:
+                details["errors"][key] = f"{type(error).__name__}: {error}"
+                continue
+            details[key] = result | {"batches_per_call": per_call}
+            rows += _rows(_name(protocol, per_call), result)
     report = BenchReport("e2e", rows, details)
     if details["errors"]:
         report.error = "; ".join(f"{p}: {e}" for p, e in details["errors"].items())
     return report
+
+
+def _name(protocol: str, per_call: int) -> str:
+    if protocol == "grpc":
+        return "gRPC Ingest" if per_call == 1 else f"gRPC IngestBulk ({per_call} batches/call)"
+    return "HTTP POST /v2/events" if per_call == 1 else f"HTTP POST /v2/bulkevents ({per_call} batches/call)"
+
+
+def _rows(name: str, result: dict[str, Any]) -> list[Row]:
+    best, half, light, floor = result["best"], result["half"], result["light"], result["floor"]
+    rows = [
+        Row(f"e2e {name}: max events/s (c={best['concurrency']})", best["events_per_s"], "events/s", TARGET_EVENTS_S),
+        Row(f"e2e {name}: max events/s of a do-nothing server (floor)", floor["events_per_s"], "events/s"),
+        Row(
+            f"e2e {name}: max events/s as a share of the floor",
+            best["events_per_s"] / floor["events_per_s"],
+            "fraction",
+        ),
+        Row(f"e2e {name}: p50 latency at max", best["latency_ms"]["p50"], "ms"),
+        Row(f"e2e {name}: p99 latency at max", best["latency_ms"]["p99"], "ms"),
+        Row(f"e2e {name}: server CPU per million events", best["server_cpu_s_per_million_events"] or 0, "s"),
+        Row(f"e2e {name}: events/s at half load", half["events_per_s"], "events/s"),
+        Row(f"e2e {name}: p50 latency at half load", half["latency_ms"]["p50"], "ms"),
+        Row(f"e2e {name}: p99 latency at half load", half["latency_ms"]["p99"], "ms", TARGET_P99_MS, "lower"),
+        Row(f"e2e {name}: p99.9 latency at half load", half["latency_ms"]["p99.9"], "ms"),
+        Row(f"e2e {name}: p50 latency at 10% load", light["latency_ms"]["p50"], "ms"),
+        Row(f"e2e {name}: p99 latency at 10% load", light["latency_ms"]["p99"], "ms"),
+    ]
+    phases = [*result["closed"], half, light, floor]
+    failed = sum(sum(phase["errors"].values()) for phase in phases)
+    if failed:
+        calls = sum(phase["calls"] for phase in phases)
+        rows.append(Row(f"e2e {name}: failed calls (see the JSON)", failed / (failed + calls), "fraction"))
+    return rows
 
 
 def run(
@@ -455,8 +552,9 @@ def run(
     protocols: Sequence[str] = ("grpc", "http"),
     concurrencies: Sequence[int] | None = None,
     duration_s: float | None = None,
+    batches_per_call: Sequence[int] | None = None,
 ) -> BenchReport:
-    return asyncio.run(measure(quick, protocols, concurrencies, duration_s))
+    return asyncio.run(measure(quick, protocols, concurrencies, duration_s, batches_per_call))
 
 
 def main() -> None:
@@ -465,12 +563,18 @@ def main() -> None:
     parser.add_argument("--only", default="grpc,http", help="protocols: grpc,http")
     parser.add_argument("--concurrency", help="comma-separated calls in flight for the max-load phase")
     parser.add_argument("--duration", type=float, help="seconds per phase")
+    parser.add_argument(
+        "--batches-per-call",
+        help="comma-separated mParticle batches per call: 1 is Ingest and /v2/events, more is IngestBulk and "
+        "/v2/bulkevents (at most 100)",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")] if args.concurrency else None
+    per_call = [int(n) for n in args.batches_per_call.split(",")] if args.batches_per_call else None
     info = machine()
     print(machine_line(info))
     start = time.perf_counter()
-    report = run(args.quick, args.only.split(","), levels, args.duration)
+    report = run(args.quick, args.only.split(","), levels, args.duration, per_call)
     report.seconds = time.perf_counter() - start
     print(table(report.rows))
     if report.error:

@@ -57,3 +57,20 @@ def test_delivery_benchmark_delivers_every_order_and_writes_the_baseline(tmp_pat
     assert details["baseline"]["orders"] > 0
     assert details["runs"] and all(run["dead_letters"] == 0 for run in details["runs"])
     assert {"recommended_concurrency", "ratio_vs_pybutton", "best_concurrency"} <= set(details)
+
+
+@pytest.mark.timeout(BUDGET_S + 30)
+def test_e2e_benchmark_loads_both_endpoints_single_and_bulk_and_the_floor(tmp_path: Path) -> None:
+    details = run_benches("e2e", tmp_path)
+
+    assert details["errors"] == {}
+    per_call = {}
+    for key in ("grpc", "http", "grpc-bulk-20", "http-bulk-20"):
+        result = details[key]
+        phases = [*result["closed"], result["half"], result["light"], result["floor"]]
+        assert all(phase["calls"] > 0 and phase["errors"] == {} for phase in phases), (key, phases)
+        assert result["floor"]["concurrency"] == result["best"]["concurrency"]
+        per_call[key] = result["best"]["events"] / result["best"]["calls"]
+    # A bulk call carries 20 corpus batches (11 events on average), a single call one.
+    for protocol in ("grpc", "http"):
+        assert per_call[f"{protocol}-bulk-20"] > 10 * per_call[protocol]
