@@ -97,8 +97,10 @@ class Payloads:
     def _stream(self) -> Iterator[tuple[bytes, int]]:
         while True:
             self._round += 1
-            bodies = [self._encode([corpus.unique(raw, self._round) for raw in call]) for call in self._calls]
-            yield from zip(bodies, self._events, strict=True)
+            # One body at a time: a whole round at once would stall the load generator (and count the stall
+            # as the latency of every call due meanwhile).
+            for call, events in zip(self._calls, self._events, strict=True):
+                yield self._encode([corpus.unique(raw, self._round) for raw in call]), events
 
     def next(self) -> tuple[bytes, int]:
         return next(self._iterator)
