@@ -154,7 +154,9 @@ def _list_of_objects(value: object) -> list[dict[str, object]]:
 
 @pytest.fixture(scope="session")
 def _shared_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    server = start_sandbox(tmp_path_factory.mktemp("sandbox") / "stderr.log")
+    # Seeded (and re-seeded by every reset): a test's random faults fire the same way on every run, so a test
+    # that needs one of them to fire cannot pass or fail by luck.
+    server = start_sandbox(tmp_path_factory.mktemp("sandbox") / "stderr.log", "--seed", "7")
     yield server
     stop_sandbox(server.process)
 
