@@ -336,7 +336,7 @@ async def wait_http_ready(base_url: str, timeout_s: float = 20.0) -> None:
 
 def server_config(directory: Path) -> Path:
     """The TOML file of the server: only the outbox limits raised (a run queues far more than 100,000), then
-    `BENCH_SIDECAR_TOML` for experiments, e.g. `BENCH_SIDECAR_TOML=$'[delivery]\\ningest_first = false'`."""
+    `BENCH_SIDECAR_TOML` for experiments, e.g. `BENCH_SIDECAR_TOML=$'[delivery]\\ningest_first_max_wait_secs = 0'`."""
     path = directory / "sidecar.toml"
     extra = os.environ.get("BENCH_SIDECAR_TOML", "")
     path.write_text(f'log_level = "error"\n\n[outbox]\nmax_requests = 100000000\nmax_bytes = 1099511627776\n{extra}\n')

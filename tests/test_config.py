@@ -166,6 +166,7 @@ dedupe_window_secs = 60
 concurrency = 4
 request_timeout_secs = 3
 shutdown_deadline_secs = 0
+ingest_first_max_wait_secs = 0
 [delivery.retry]
 max_attempts = 5
 initial_backoff_secs = 1
@@ -198,6 +199,7 @@ ios = "app-1a2b3c4d5e6f7a8b"
     assert settings.redis_url == "redis://:pw@redis.internal:6379/2" and settings.ledger_retention_secs == 86400
     assert (settings.max_queue_rows, settings.max_queue_bytes, settings.when_full) == (10, 1000, "block")
     assert (settings.concurrency, settings.request_timeout_secs, settings.retry.max_attempts) == (4, 3.0, 5)
+    assert settings.ingest_first_max_wait_secs == 0
     assert settings.state_dir == Path("/var/lib/button-sidecar") and settings.dedupe_window_secs == 60
 
 
@@ -241,6 +243,7 @@ ios = "app-1a2b3c4d5e6f7a8b"
         ("[outbox]\nblock_timeout_secs = 0", "outbox.block_timeout_secs: must be greater than 0"),
         ('[delivery]\nconcurrency = "8"', "delivery.concurrency: must be an integer"),
         ("[delivery]\nshutdown_deadline_secs = -1", "delivery.shutdown_deadline_secs: must not be negative"),
+        ("[delivery]\ningest_first_max_wait_secs = -1", "delivery.ingest_first_max_wait_secs: must not be negative"),
         ("[delivery.retry]\nmax_attempts = 0", "delivery.retry.max_attempts: must be a positive integer"),
         ("[delivery.retry]\ninitial_backoff_secs = 0", "delivery.retry.initial_backoff_secs: must be greater than 0"),
         (

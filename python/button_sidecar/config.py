@@ -274,10 +274,11 @@ class DeliveryConfig:
     request_timeout_secs: float = 10.0
     """Seconds one Button request may take end to end before it counts as failed and is retried.
     Default: `10`. Example: `30`."""
-    ingest_first: bool = True
+    ingest_first_max_wait_secs: float = 10.0
     """Delivery yields the event loop to ingest: while ingest calls arrive and the loop runs late, fewer
     requests go to Button at once (never fewer than one), so callers are answered first and the outbox holds
-    what waits. Default: `true`. Example: `false` (delivery always up to `concurrency`)."""
+    what waits, as long as no request has waited longer than this; then delivery goes at full speed again
+    (a sustained load is delivered, not only queued). `0` turns yielding off. Default: `10`. Example: `60`."""
     shutdown_deadline_secs: float = 10.0
     """On SIGTERM/SIGINT, seconds in-flight requests may take to finish; what is left stays queued on disk
     for the next start. Default: `10`. Example: `25`."""
@@ -288,6 +289,7 @@ class DeliveryConfig:
     def __post_init__(self) -> None:
         _positive_int(self, "concurrency")
         _positive(self, "request_timeout_secs")
+        _check(self.ingest_first_max_wait_secs >= 0, "ingest_first_max_wait_secs", "must not be negative")
         _check(self.shutdown_deadline_secs >= 0, "shutdown_deadline_secs", "must not be negative")
 
 
@@ -441,7 +443,7 @@ class SidecarConfig:
             block_timeout_secs=self.outbox.block_timeout_secs,
             concurrency=self.delivery.concurrency,
             request_timeout_secs=self.delivery.request_timeout_secs,
-            ingest_first=self.delivery.ingest_first,
+            ingest_first_max_wait_secs=self.delivery.ingest_first_max_wait_secs,
             retry=self.delivery.retry.policy(),
             dedupe_window_secs=self.outbox.dedupe_window_secs,
             require_btn_ref=self.transform.require_btn_ref,

@@ -41,28 +41,35 @@ def test_ingest_first_halves_delivery_while_the_loop_runs_late_during_ingest_and
     async def scenario() -> None:
         yields: list[None] = []
         first = IngestFirst(
-            16, lag_secs=0.002, probe_secs=0.001, cooldown_secs=0.0, idle_secs=1.0, on_yield=lambda: yields.append(None)
+            16,
+            max_wait_secs=10.0,
+            lag_secs=0.002,
+            probe_secs=0.001,
+            cooldown_secs=0.0,
+            idle_secs=1.0,
+            on_yield=lambda: yields.append(None),
         )
         probe = asyncio.create_task(first.run())
         try:
             await asyncio.sleep(0.05)
             time.sleep(0.02)  # the loop is late, but no ingest call is waiting: nothing to yield to
             await asyncio.sleep(0.01)
-            assert (first.limit, yields) == (16, [])
+            assert (first.limit(0.0), yields) == (16, [])
             first.ingest_seen()
             await asyncio.sleep(0.005)
             for _ in range(3):
                 time.sleep(0.01)  # a callback holds the loop while ingest calls arrive
                 await asyncio.sleep(0.005)
-            assert first.limit <= 4 and len(yields) >= 2
+            assert first.limit(0.0) <= 4 and len(yields) >= 2
             for _ in range(6):
                 time.sleep(0.01)
                 await asyncio.sleep(0.005)
-            assert first.limit == 1  # never below one: delivery goes on
+            assert first.limit(0.0) == 1  # never below one: delivery goes on
+            assert first.limit(10.5) == 16  # a request waited longer than max_wait_secs: no yielding
             first.on_success()
-            assert first.limit == 2
+            assert first.limit(0.0) == 2
             await asyncio.sleep(1.5)  # no ingest for longer than idle_secs
-            assert first.limit == 16
+            assert first.limit(0.0) == 16
         finally:
             probe.cancel()
 

@@ -427,3 +427,34 @@ def test_delivery_events_report_each_attempt_and_outcome_without_bodies_or_secre
         assert EMAIL not in text and hash_email(EMAIL) not in text and sandbox.api_key not in text
         assert "rejected for" not in text
     assert len([r for r in caplog.records if "A delivery listener failed" in r.getMessage()]) == len(events)
+
+
+def test_delivery_yields_to_ingest_on_a_late_loop_and_still_delivers_everything(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    async def scenario() -> None:
+        registry = CollectorRegistry()
+        async with running(settings(tmp_path, sandbox, concurrency=16), registry) as pipeline:
+            for i in range(40):
+                await pipeline.ingest(batch(purchase(f"yield-{i}")))
+                time.sleep(0.01)  # a callback holding the loop while ingest calls keep coming
+                await asyncio.sleep(0.002)
+            assert metric(registry, "button_sidecar_delivery_yields_total") >= 1
+            await drained(pipeline)
+        assert {f"yield-{i}" for i in range(40)} <= set(await orders_by_id(sandbox))
+
+    asyncio.run(scenario())
+
+
+def test_without_ingest_first_delivery_never_yields(tmp_path: Path, sandbox: Sandbox) -> None:
+    async def scenario() -> None:
+        registry = CollectorRegistry()
+        async with running(settings(tmp_path, sandbox, ingest_first_max_wait_secs=0.0), registry) as pipeline:
+            for i in range(10):
+                await pipeline.ingest(batch(purchase(f"no-yield-{i}")))
+                time.sleep(0.01)
+                await asyncio.sleep(0.002)
+            await drained(pipeline)
+            assert metric(registry, "button_sidecar_delivery_yields_total") == 0
+
+    asyncio.run(scenario())

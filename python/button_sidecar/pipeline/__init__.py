@@ -173,8 +173,12 @@ class Pipeline:
             metrics=self.metrics,
         )
         self._ingest_first = (
-            IngestFirst(settings.concurrency, on_yield=self.metrics.delivery_yields.inc)
-            if settings.ingest_first
+            IngestFirst(
+                settings.concurrency,
+                max_wait_secs=settings.ingest_first_max_wait_secs,
+                on_yield=self.metrics.delivery_yields.inc,
+            )
+            if settings.ingest_first_max_wait_secs > 0
             else None
         )
         self._worker = DeliveryWorker(

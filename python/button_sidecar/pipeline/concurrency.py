@@ -62,13 +62,15 @@ class IngestFirst:
     delivery's limit halves (at most once per `cooldown_secs`, never below 1); each delivered request adds
     `1/limit` back, as in `AdaptiveConcurrency`. After `idle_secs` without an ingest call the limit is
     `maximum` again and the probe sleeps until the next call, costing nothing. Delivery never stops (the
-    limit stays at least 1); a backlog it leaves waits in the outbox.
+    limit stays at least 1), and the limit is `maximum` while a request has waited longer than `max_wait_secs`:
+    a burst is absorbed by the outbox, a sustained load is delivered at full speed.
     """
 
     def __init__(
         self,
         maximum: int,
         *,
+        max_wait_secs: float = 10.0,
         lag_secs: float = 0.002,
         probe_secs: float = 0.005,
         cooldown_secs: float = 0.05,
@@ -76,6 +78,8 @@ class IngestFirst:
         on_yield: Callable[[], None] = lambda: None,
     ) -> None:
         self._limit = AdaptiveConcurrency(maximum, cooldown_secs=cooldown_secs)
+        self._max_wait_secs = max_wait_secs
+        self._maximum = maximum
         self._lag_secs = lag_secs
         self._probe_secs = probe_secs
         self._idle_secs = idle_secs
@@ -83,9 +87,9 @@ class IngestFirst:
         self._last_ingest = float("-inf")
         self._ingesting = asyncio.Event()
 
-    @property
-    def limit(self) -> int:
-        return self._limit.limit
+    def limit(self, oldest_wait_secs: float) -> int:
+        """The limit on requests in flight, given how long the oldest request has waited for delivery."""
+        return self._maximum if oldest_wait_secs > self._max_wait_secs else self._limit.limit
 
     def ingest_seen(self) -> None:
         self._last_ingest = time.monotonic()

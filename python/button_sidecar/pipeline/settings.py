@@ -42,10 +42,11 @@ class PipelineSettings:
     """Most requests in flight to Button at once (also the connection pool size); the worker goes below it
     while Button answers 429 or 503, and back up as requests succeed. At 20 ms per request, 16 delivered
     about 600 orders/s, 64 about 1,800 and 128 about 2,500 (benches/bench_delivery.py). Default 64."""
-    ingest_first: bool = True
+    ingest_first_max_wait_secs: float = 10.0
     """Delivery yields the event loop to ingest (`IngestFirst`): while ingest calls arrive and the loop runs
-    late, fewer requests go to Button at once, so that callers of ingest are answered first; the outbox holds
-    what waits. False: delivery always goes up to `concurrency`. Default True."""
+    late, fewer requests go to Button at once, so that callers of ingest are answered first and the outbox
+    holds what waits; but only while no request has waited longer than this many seconds, so a sustained load
+    is still delivered as fast as it can be. 0: never yield. Default 10."""
     request_timeout_secs: float = 10.0
     """Seconds one Button request may take end to end before it counts as failed and is retried. Default 10."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)

@@ -120,6 +120,7 @@ class DeliveryWorker:
         self._loop_task: asyncio.Task[None] | None = None
         self._in_flight: dict[asyncio.Task[None], int] = {}
         self._last_gauges = 0.0
+        self._oldest_wait_secs = 0.0
         self._listeners: list[DeliveryListener] = []
         outbox.on_work(self._wake.set)
 
@@ -191,7 +192,7 @@ class DeliveryWorker:
 
     def _limit(self) -> int:
         limit = self._concurrency.limit
-        return limit if self._yield_to is None else min(limit, self._yield_to.limit)
+        return limit if self._yield_to is None else min(limit, self._yield_to.limit(self._oldest_wait_secs))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
@@ -209,6 +210,7 @@ class DeliveryWorker:
             return
         self._metrics.outbox_depth.set(stats.queued + stats.in_flight)
         self._metrics.outbox_oldest_age.set(stats.oldest_age_secs)
+        self._oldest_wait_secs = stats.oldest_age_secs
 
     async def _deliver(self, row: OutboxRow) -> None:
         kind = row.kind
