@@ -1,4 +1,5 @@
-"""Adaptive request concurrency: back off when the receiver says it is overloaded (AIMD)."""
+"""Adaptive request concurrency (AIMD): back off when the receiver says it is overloaded, and while ingest
+needs the event loop."""
 
 from __future__ import annotations
 

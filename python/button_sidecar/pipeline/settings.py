@@ -41,7 +41,7 @@ class PipelineSettings:
     concurrency: int = 64
     """Most requests in flight to Button at once (also the connection pool size); the worker goes below it
     while Button answers 429 or 503, and back up as requests succeed. At 20 ms per request, 16 delivered
-    about 600 orders/s, 64 about 1,800 and 128 about 2,500 (benches/bench_delivery.py). Default 64."""
+    about 600 orders/s, 64 about 1,700 and 128 about 2,500 (benches/bench_delivery.py). Default 64."""
     ingest_first_max_wait_secs: float = 10.0
     """Delivery yields the event loop to ingest (`IngestFirst`): while ingest calls arrive and the loop runs
     late, fewer requests go to Button at once, so that callers of ingest are answered first and the outbox

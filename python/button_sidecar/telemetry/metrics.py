@@ -124,7 +124,8 @@ class SidecarMetrics:
         )
         self.delivery_concurrency_limit = Gauge(
             "button_sidecar_delivery_concurrency_limit",
-            "Current limit on requests in flight to Button (lowered while Button answers 429 or 503).",
+            "Current limit on requests in flight to Button (lowered while Button answers 429 or 503, and while "
+            "delivery yields to ingest).",
             registry=registry,
         )
         self.delivery_yields = Counter(
