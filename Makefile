@@ -96,7 +96,7 @@ format: $(DEPS_STAMP)
 	ruff format python tests benches fuzz
 	ruff check --fix python tests benches fuzz
 
-.PHONY: bench ## every benchmark at full size against the release build (~15 min on 2 cores): table, var/bench/
+.PHONY: bench ## every benchmark at full size against the release build (~20 min on 2 cores): table, var/bench/
 bench: build
 	$(PY) -m benches.run
 
