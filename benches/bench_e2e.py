@@ -540,6 +540,15 @@ def _rows(name: str, result: dict[str, Any]) -> list[Row]:
         Row(f"e2e {name}: p99.9 latency at half load", half["latency_ms"]["p99.9"], "ms"),
         Row(f"e2e {name}: p50 latency at 10% load", light["latency_ms"]["p50"], "ms"),
         Row(f"e2e {name}: p99 latency at 10% load", light["latency_ms"]["p99"], "ms"),
+        # Ingested is not delivered yet: what each phase left for delivery (the outbox absorbs it).
+        *(
+            Row(
+                f"e2e {name}: requests waiting for delivery after {label}",
+                phase["delivery_at_end"]["outbox_depth"],
+                "requests",
+            )
+            for label, phase in (("max", best), ("half load", half), ("10% load", light))
+        ),
     ]
     phases = [*result["closed"], half, light, floor]
     failed = sum(sum(phase["errors"].values()) for phase in phases)

@@ -70,6 +70,9 @@ def test_e2e_benchmark_loads_both_endpoints_single_and_bulk_and_the_floor(tmp_pa
         phases = [*result["closed"], result["half"], result["light"], result["floor"]]
         assert all(phase["calls"] > 0 and phase["errors"] == {} for phase in phases), (key, phases)
         assert result["floor"]["concurrency"] == result["best"]["concurrency"]
+        assert result["floor"]["delivery_at_end"] == {}
+        for phase in (result["best"], result["half"], result["light"]):  # read from the sidecar's /metrics
+            assert phase["delivery_at_end"]["delivered"] > 0 and phase["delivery_at_end"]["outbox_depth"] >= 0
         per_call[key] = result["best"]["events"] / result["best"]["calls"]
     # A bulk call carries 20 corpus batches (11 events on average), a single call one.
     for protocol in ("grpc", "http"):
