@@ -1,22 +1,29 @@
-"""End to end: `button-sidecar serve` under load over gRPC (`Sidecar/Ingest`) and HTTP (`POST /v2/events`).
+"""End to end: `button-sidecar serve` under load over gRPC (`Sidecar/Ingest`, `IngestBulk`) and HTTP
+(`POST /v2/events`, `/v2/bulkevents`).
 
 The sidecar runs as it would in production: a subprocess (`button-sidecar serve`, configured through its
 environment variables and a TOML file that only raises the outbox limits), a fresh one with its own
 temporary state directory for each phase (so no phase inherits the delivery backlog of the one before), the
 outbox durable (SQLite, `synchronous=FULL`), delivering to a Button sandbox subprocess while it ingests.
-The load generator is this process (asyncio): it sends corpus batches, each made unique (order ids and
-`source_request_id`) per round so nothing is deduplicated away.
+The load generator is this process (asyncio): it sends corpus batches, `batches_per_call` per call (1: the
+single-batch endpoints; more: the bulk ones), each made unique (order ids and `source_request_id`) per round
+so nothing is deduplicated away.
 
 - Max load: a closed loop, `concurrency` calls always outstanding, for `duration` seconds (after a warm-up):
   events/s, latency percentiles, the server's CPU seconds per million events (psutil, user + system).
+- Floor: the same closed loop against `benches.floor_server`, the same endpoints on the same frameworks doing
+  nothing: what the frameworks and the machine allow at all.
 - Half load: an open loop at half the max call rate, each call's latency counted from when it was due
   (no coordinated omission): the p99 that the target is about. Then the same at a tenth of the max rate:
   the latency of the path itself, nearly without queueing.
+- After each sidecar phase, its `/metrics`: requests still waiting in the outbox, delivered, and how often
+  delivery yielded to ingest (what was ingested is not necessarily delivered yet).
 
-The gRPC client sends pre-serialised `IngestRequest` bytes (the generated stub checks the first answer), so
-the client spends its CPU on the calls, not on protobuf.
+The gRPC client sends pre-serialised request bytes (the generated stub checks the first answer), so the
+client spends its CPU on the calls, not on protobuf.
 
-    python -m benches.bench_e2e [--quick] [--only grpc,http] [--concurrency 64] [--duration 15]
+    python -m benches.bench_e2e [--quick] [--only grpc,http] [--batches-per-call 1,20] [--concurrency 64]
+                                [--duration 15]
 """
 
 from __future__ import annotations
