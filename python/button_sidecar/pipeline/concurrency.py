@@ -39,6 +39,10 @@ class AdaptiveConcurrency:
     def limit(self) -> int:
         return max(1, int(self._limit))
 
+    @property
+    def maximum(self) -> int:
+        return int(self._maximum)
+
     def on_success(self) -> None:
         self._limit = min(self._maximum, self._limit + 1.0 / self._limit)
 
@@ -80,7 +84,6 @@ class IngestFirst:
     ) -> None:
         self._limit = AdaptiveConcurrency(maximum, cooldown_secs=cooldown_secs)
         self._max_wait_secs = max_wait_secs
-        self._maximum = maximum
         self._lag_secs = lag_secs
         self._probe_secs = probe_secs
         self._idle_secs = idle_secs
@@ -90,7 +93,7 @@ class IngestFirst:
 
     def limit(self, oldest_wait_secs: float) -> int:
         """The limit on requests in flight, given how long the oldest request has waited for delivery."""
-        return self._maximum if oldest_wait_secs > self._max_wait_secs else self._limit.limit
+        return self._limit.maximum if oldest_wait_secs > self._max_wait_secs else self._limit.limit
 
     def ingest_seen(self) -> None:
         self._last_ingest = time.monotonic()
