@@ -464,12 +464,11 @@ async def protocol_run(
                 for c in concurrencies
             ]
             best = max(closed, key=lambda measured: measured.events_per_s)
+            level = best.concurrency or max(concurrencies)  # every closed phase has its concurrency
             floor = await phase(
                 "floor",
-                best.concurrency or max(concurrencies),
-                lambda server, p: closed_loop(
-                    server.client.send, p, best.concurrency or 1, warmup_s, duration_s, server.meters
-                ),
+                level,
+                lambda server, p: closed_loop(server.client.send, p, level, warmup_s, duration_s, server.meters),
                 floor=True,
             )
             rates = {"half": best.calls_per_s / 2, "light": best.calls_per_s / 10}
