@@ -1,12 +1,14 @@
-"""`SqliteDatabase` on a real file: each transaction commits in the mode it asks for."""
+"""`SqliteDatabase` on a real file: commit modes, and reads on the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
-from button_sidecar.pipeline.sqlite import SqliteDatabase
+import pytest
+from button_sidecar.pipeline.sqlite import SqliteDatabase, StorageError
 
 
 def test_each_transaction_commits_in_the_mode_it_asks_for(tmp_path: Path) -> None:
@@ -26,6 +28,59 @@ def test_each_transaction_commits_in_the_mode_it_asks_for(tmp_path: Path) -> Non
             modes = [await commit(durable) for durable in (False, False, True, False)]
             assert modes == [normal, normal, full, normal]
             assert await db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM t").fetchone()[0]) == 4
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_quick_reads_run_on_the_event_loop_and_see_every_committed_write(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        db = SqliteDatabase(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS t (v INTEGER);")
+        await db.open()
+        try:
+            loop_thread = threading.get_ident()
+            seen: list[tuple[int, int]] = []
+
+            def count(conn: sqlite3.Connection) -> int:
+                total = int(conn.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+                seen.append((threading.get_ident(), total))
+                return total
+
+            # Both commit modes are visible to the loop's connection as soon as the write returns.
+            await db.execute("INSERT INTO t VALUES (1)", durable=False)
+            assert await db.read_quick(count) == 1
+            await db.execute("INSERT INTO t VALUES (2)", durable=True)
+            assert await db.read_quick(count) == 2
+            assert [thread for thread, _ in seen] == [loop_thread, loop_thread]
+            # It only reads.
+            with pytest.raises(StorageError, match="read-only"):
+                await db.read_quick(lambda conn: conn.execute("INSERT INTO t VALUES (3)"))
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_quick_read_that_sqlite_would_make_wait_goes_to_the_database_thread(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        db = SqliteDatabase(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS t (v INTEGER);")
+        await db.open()
+        try:
+            await db.execute("INSERT INTO t VALUES (1)")
+            loop_thread = threading.get_ident()
+            threads: list[int] = []
+
+            def busy_on_the_loop(conn: sqlite3.Connection) -> int:
+                threads.append(threading.get_ident())
+                if threading.get_ident() == loop_thread:
+                    busy = sqlite3.OperationalError("database is locked")
+                    busy.sqlite_errorcode = 5  # SQLITE_BUSY, as SQLite sets it
+                    raise busy
+                return int(conn.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+
+            assert await db.read_quick(busy_on_the_loop) == 1
+            assert threads[0] == loop_thread and threads[1] != loop_thread
         finally:
             await db.close()
 

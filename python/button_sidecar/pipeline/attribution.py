@@ -100,7 +100,7 @@ class SqliteAttributionStore(SqliteStore):
             ).fetchone()
             return None if row is None else StoredAttribution(row["timestamp_ms"], row["btn_ref"])
 
-        return await self._db.read(newest)
+        return await self._db.read_quick(newest)
 
     async def purge(self, now_ms: int) -> int:
         cutoff = now_ms - self._window_ms

@@ -110,7 +110,7 @@ class SqliteOrderLedger(SqliteStore):
                 found.update(r[0] for r in rows)
             return found
 
-        return await self._db.read(known) if ids else set()
+        return await self._db.read_quick(known) if ids else set()
 
     async def record(self, order: LedgerOrder, *, replace: bool = True) -> None:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"

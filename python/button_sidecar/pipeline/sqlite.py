@@ -60,10 +60,14 @@ class StorageCorrupt(StorageError):
     (never recreated, which would lose what it holds) for an operator to restore or move aside."""
 
 
+def _primary_code(error: BaseException | None) -> int | None:
+    code = getattr(error, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
 def storage_error(path: Path, error: sqlite3.Error) -> StorageError | None:
     """The `StorageError` a `sqlite3` error stands for, or None when it is not a storage failure (a bug)."""
-    code = getattr(error, "sqlite_errorcode", None)
-    primary = None if code is None else code & 0xFF
+    primary = _primary_code(error)
     cause = str(error)
     if primary in _DAMAGED or (isinstance(error, sqlite3.DatabaseError) and cause == "file is not a database"):
         return StorageCorrupt(
@@ -147,9 +151,17 @@ class SqliteDatabase:
         self._on_group_commit = on_group_commit
         self._grouped: list[_GroupedWrite] = []
         self._flusher: asyncio.Task[None] | None = None
+        # The event loop's own read-only connection, for `read_quick`.
+        self._loop_conn: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         await self.call(self._open)
+        try:
+            # No busy wait: the event loop must not stall; a busy database is read on the database thread.
+            self._loop_conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=0)
+            self._loop_conn.row_factory = sqlite3.Row
+        except sqlite3.Error:
+            self._loop_conn = None  # `read_quick` then reads on the database thread
 
     def _open(self) -> None:
         try:
@@ -300,7 +312,27 @@ class SqliteDatabase:
         """Run a read-only `fn` on the database thread."""
         return await self.call(lambda: fn(self.conn))
 
+    async def read_quick(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A read-only `fn` that takes microseconds (an indexed lookup of a few rows), run on the event loop.
+
+        Handing a lookup to the database thread and back costs two thread switches, more than the lookup
+        itself; in WAL mode a reader never waits for the writer, so the loop does not either. It sees what
+        is committed, as `read` does. Whenever SQLite would make it wait (a checkpoint resetting the log, a
+        recovery), the read goes to the database thread instead.
+        """
+        conn = self._loop_conn
+        if conn is not None:
+            try:
+                return self._guarded(lambda: fn(conn))
+            except StorageUnavailable as error:
+                if _primary_code(error.__cause__) not in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                    raise
+        return await self.read(fn)
+
     async def close(self) -> None:
+        if self._loop_conn is not None:
+            self._loop_conn.close()
+            self._loop_conn = None
         if self._flusher is not None:
             await self._flusher
         if self._conn is not None:
