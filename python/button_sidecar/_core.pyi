@@ -7,6 +7,7 @@ from typing import Literal, final
 __all__ = [
     "Attribution",
     "ButtonRequest",
+    "HttpTransport",
     "Rejection",
     "Skip",
     "TransformConfig",
@@ -158,6 +159,24 @@ class Transformer:
         self, raws: Sequence[bytes | bytearray | str], received_at_ms: int | None = None
     ) -> list[TransformResult]:
         """Many batches, in order, mapped with the GIL released."""
+
+@final
+class HttpTransport:
+    """Delivery's HTTP client: a connection pool on a thread of its own (no GIL), answers collected in batches.
+
+    ``send`` starts a request and returns at once; once ``fileno()`` is readable, ``completed()`` returns every
+    finished request as ``(id, status, body, retry_after, error)``: status, body and Retry-After when an answer
+    came, else ``error`` (``timed out``, or what failed; never the URL or a header).
+    """
+
+    def __new__(cls, *, timeout_secs: float, headers: list[tuple[str, str]] = ...) -> HttpTransport: ...
+    def fileno(self) -> int: ...
+    def send(
+        self, id: int, method: str, url: str, headers: list[tuple[str, str]], body: bytes | None = None
+    ) -> None: ...
+    def completed(self) -> list[tuple[int, int | None, bytes, str | None, str | None]]: ...
+    def close(self) -> None:
+        """Abandon the requests under way (they never complete) and stop the client's thread."""
 
 def hash_email(email: str) -> str:
     """SHA-256 hex of the trimmed, lower-cased email; a 64-hex value is taken as a hash."""

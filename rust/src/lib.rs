@@ -1,5 +1,6 @@
 //! button-sidecar's core: mParticle batches in, Button API requests out. Pure: no I/O, no clock
 //! (the caller passes the receive time), no Python unless the `python` feature builds the bindings.
+//! The extension also carries delivery's HTTP client (`transport`), which the mapping never uses.
 
 pub mod config;
 pub mod currency;
@@ -17,6 +18,8 @@ pub mod transform;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod transport;
 
 pub use config::TransformConfig;
 pub use email::hash_email;

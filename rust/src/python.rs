@@ -534,6 +534,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Rejection>()?;
     m.add_class::<Attribution>()?;
     m.add_class::<Skip>()?;
+    m.add_class::<crate::transport::HttpTransport>()?;
     m.add_function(wrap_pyfunction!(hash_email, m)?)?;
     m.add_function(wrap_pyfunction!(to_minor_units, m)?)?;
     m.add_function(wrap_pyfunction!(parse_floor, m)?)?;

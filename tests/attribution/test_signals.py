@@ -178,7 +178,7 @@ def test_an_app_request_without_application_id_is_a_dead_letter_not_sent(tmp_pat
 
     async def scenario() -> None:
         metrics = SidecarMetrics(CollectorRegistry())
-        client = ButtonClient(sandbox.url, sandbox.api_key, max_connections=1, timeout_secs=5.0, metrics=metrics)
+        client = ButtonClient(sandbox.url, sandbox.api_key, timeout_secs=5.0, metrics=metrics)
         service = ButtonDeliveryService(client, SqliteOrderLedger(tmp_path))
         body = b'{"events":[{"name":"btn:deeplink-opened","time":"2024-05-01T19:45:44.000Z","uuid":"u-1"}]}'
         row = OutboxRow(1, None, "app_event", "POST", "/v1/app/events", body, 0.0, 0.0, 0)

@@ -168,7 +168,6 @@ class Pipeline:
             settings.button_base_url,
             settings.api_key,
             app_base_url=settings.app_base_url,
-            max_connections=settings.concurrency,
             timeout_secs=settings.request_timeout_secs,
             metrics=self.metrics,
         )

@@ -32,7 +32,6 @@ class ButtonReachability:
         self._client = ButtonClient(
             base_url,
             api_key,
-            max_connections=1,
             timeout_secs=_PROBE_TIMEOUT_SECS,
             metrics=SidecarMetrics(CollectorRegistry()),
         )
