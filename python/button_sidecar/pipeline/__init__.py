@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry
@@ -291,13 +291,15 @@ class Pipeline:
             self.metrics.received_events.inc(result.event_count)
         forwarded = [i for i, reason in enumerate(filtered) if reason is None]
         stored: dict[int, str | None] = {}  # by the batch's index
+        # Tokens learned by this call, written alongside the outbox (each is awaited before the call answers).
+        remembering: list[Coroutine[None, None, None]] = []
         if lookups_independent([results[i] for i in forwarded]):
             # No batch looks up a key that an earlier batch of the call teaches, so every lookup finds what it
             # would find in turn: they go at once, and the tokens follow in one grouped write.
             wanted = [i for i in forwarded if wants_attribution(results[i])]
             found = await asyncio.gather(*(lookup(results[i].user_keys) for i in wanted))
             stored = dict(zip(wanted, found, strict=True))
-            await asyncio.gather(*(self._remember(a) for i in forwarded for a in results[i].attributions))
+            remembering = [self._remember(a) for i in forwarded for a in results[i].attributions]
         else:
             for i in forwarded:
                 if wants_attribution(results[i]):
@@ -316,8 +318,11 @@ class Pipeline:
         plans = [plan_batch(result, in_ledger, filtered, btn_ref, require) for result, filtered, btn_ref in decided]
         batches = [(plan.items, plan.result.source_request_id) for plan in plans]
         if any(items or batch_key is not None for items, batch_key in batches):
-            enqueued = await self._outbox.enqueue_many(batches)
-        else:  # nothing to store or remember (e.g. unusable payloads only): no transaction, no fsync
+            # Two databases, two threads: the tokens' commit does not wait for the outbox's. A token stored for a
+            # call the outbox then refuses does no harm (`_remember` is idempotent).
+            enqueued, _ = await asyncio.gather(self._outbox.enqueue_many(batches), asyncio.gather(*remembering))
+        else:  # nothing to store in the outbox (e.g. unusable payloads only): no transaction, no fsync
+            await asyncio.gather(*remembering)
             enqueued = [EnqueueResult(duplicate_batch=False, seqs=()) for _ in plans]
         ingested = [ingest_result(plan, outcome) for plan, outcome in zip(plans, enqueued, strict=True)]
         for outcome in ingested:
