@@ -8,6 +8,7 @@ use crate::model::{
 use crate::{currency, email, money, proto, transform};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::pyclass_init::PyClassInitializer;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyString};
@@ -287,19 +288,34 @@ fn to_python(result: CoreResult) -> TransformResult {
 }
 
 /// The raw batch bytes, or why the text cannot be read as UTF-8 (e.g. lone surrogates).
-type Input = Result<Vec<u8>, String>;
+type Input = Result<Raw, String>;
+
+/// A batch's bytes, read in place from an immutable `bytes` or `str` (no copy, usable with the GIL
+/// released); a `bytearray`, which may change, is copied.
+enum Raw {
+    Bytes(PyBackedBytes),
+    Text(PyBackedStr),
+}
+
+impl Raw {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Raw::Bytes(bytes) => bytes,
+            Raw::Text(text) => text.as_bytes(),
+        }
+    }
+}
 
 fn read_input(obj: &Bound<'_, PyAny>) -> PyResult<Input> {
     if let Ok(bytes) = obj.cast::<PyBytes>() {
-        return Ok(Ok(bytes.as_bytes().to_vec()));
+        return Ok(Ok(Raw::Bytes(PyBackedBytes::from(bytes.clone()))));
     }
     if let Ok(bytes) = obj.cast::<PyByteArray>() {
-        return Ok(Ok(bytes.to_vec()));
+        return Ok(Ok(Raw::Bytes(PyBackedBytes::from(bytes.clone()))));
     }
     if let Ok(text) = obj.cast::<PyString>() {
-        return Ok(text
-            .to_str()
-            .map(|s| s.as_bytes().to_vec())
+        return Ok(PyBackedStr::try_from(text.clone())
+            .map(Raw::Text)
             .map_err(|_| "the text is not valid Unicode (lone surrogates)".to_string()));
     }
     Err(PyTypeError::new_err(format!(
@@ -330,7 +346,7 @@ enum Form {
 /// only, never a crash of the process or of the other batches.
 fn run(config: &CoreConfig, form: Form, input: &Input, received_at_ms: i64) -> CoreResult {
     let bytes = match input {
-        Ok(bytes) => bytes,
+        Ok(raw) => raw.bytes(),
         Err(message) => {
             return batch_rejection(ErrorKind::InvalidJson, message.clone());
         }
@@ -434,7 +450,7 @@ impl Transformer {
         let received = received_at_ms.unwrap_or_else(now_ms);
         let results = py.detach(|| {
             catch_unwind(AssertUnwindSafe(|| {
-                proto::transform_ingest_bulk(config, &input, received)
+                proto::transform_ingest_bulk(config, input.bytes(), received)
             }))
             .unwrap_or_else(|_| Some(vec![internal_error()]))
         });
@@ -515,7 +531,7 @@ fn parse_floor(py: Python<'_>, raws: Vec<Bound<'_, PyAny>>) -> PyResult<usize> {
     Ok(py.detach(|| {
         inputs
             .iter()
-            .filter(|i| matches!(i, Ok(b) if serde_json::from_slice::<serde_json::Value>(b).is_ok()))
+            .filter(|i| matches!(i, Ok(raw) if serde_json::from_slice::<serde_json::Value>(raw.bytes()).is_ok()))
             .count()
     }))
 }
