@@ -108,14 +108,14 @@ impl HttpTransport {
         method: &str,
         url: &str,
         headers: Vec<(String, String)>,
-        body: Option<Vec<u8>>,
+        body: Option<&[u8]>,
     ) -> PyResult<()> {
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| PyValueError::new_err(format!("method: {method:?} is not an HTTP method")))?;
         let url = reqwest::Url::parse(url).map_err(|e| PyValueError::new_err(format!("url: {e}")))?;
         let mut request = self.client.request(method, url).headers(header_map(headers)?);
         if let Some(body) = body {
-            request = request.body(body);
+            request = request.body(body.to_vec());
         }
         let guard = self.runtime.lock().unwrap_or_else(PoisonError::into_inner);
         let runtime = guard
