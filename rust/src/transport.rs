@@ -40,12 +40,13 @@ struct Completions {
 
 impl Completions {
     fn push(&self, id: u64, outcome: Result<Answer, String>) {
-        self.done
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((id, outcome));
-        // A full socket already holds a wake-up the loop has not read: nothing is lost by not writing.
-        let _ = (&self.wake).write(&[1]);
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        done.push((id, outcome));
+        // Only the first completion of a batch wakes the loop: the others are taken with it (`completed`
+        // reads the wake-ups before it takes the queue). A full socket already holds a wake-up.
+        if done.len() == 1 {
+            let _ = (&self.wake).write(&[1]);
+        }
     }
 }
 
