@@ -65,13 +65,16 @@ impl HttpTransport {
     #[new]
     #[pyo3(signature = (*, timeout_secs, headers = Vec::new()))]
     fn new(timeout_secs: f64, headers: Vec<(String, String)>) -> PyResult<Self> {
-        if !(timeout_secs.is_finite() && timeout_secs > 0.0) {
-            return Err(PyValueError::new_err(format!(
-                "timeout_secs: must be a positive number of seconds, not {timeout_secs}"
-            )));
-        }
+        let timeout = Duration::try_from_secs_f64(timeout_secs)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "timeout_secs: must be a positive number of seconds, not {timeout_secs}"
+                ))
+            })?;
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs_f64(timeout_secs))
+            .timeout(timeout)
             .default_headers(header_map(headers)?)
             .no_proxy()
             .build()

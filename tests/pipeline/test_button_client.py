@@ -129,8 +129,9 @@ def test_closing_releases_the_callers_of_requests_under_way(sandbox_factory: San
 
 
 def test_the_transport_names_the_argument_it_refuses_and_never_quotes_a_header_value() -> None:
-    with pytest.raises(ValueError, match=r"^timeout_secs: "):
-        _core.HttpTransport(timeout_secs=0)
+    for timeout in (0, -1, float("nan"), float("inf"), 1e300):
+        with pytest.raises(ValueError, match=r"^timeout_secs: "):
+            _core.HttpTransport(timeout_secs=timeout)
     with pytest.raises(ValueError, match=r'^headers: the value of "Authorization"') as bad_value:
         _core.HttpTransport(timeout_secs=1, headers=[("Authorization", "Basic sk-secret\n")])
     assert "sk-secret" not in str(bad_value.value)
