@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -103,6 +104,14 @@ class Sandbox:
 
 class SandboxFactory(Protocol):
     def __call__(self, *flags: str, api_key: str = SANDBOX_API_KEY) -> Sandbox: ...
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (when it returns)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def start_sandbox(stderr_path: Path, *flags: str, api_key: str = SANDBOX_API_KEY) -> Sandbox:

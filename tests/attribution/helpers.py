@@ -4,7 +4,6 @@ private `redis-server`."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +19,7 @@ from button_sidecar import TransformConfig
 from button_sidecar.pipeline import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, free_port
 from tests.pipeline.helpers import request_log, running, settings
 
 MPID = 8675309
@@ -133,7 +132,7 @@ def redis_server(workdir: Path, password: str | None = None) -> Iterator[RedisSe
     executable = shutil.which("redis-server")
     if executable is None:
         pytest.fail("redis-server is not installed; `make redis-server-installed` installs Debian's package")
-    port = _free_port()
+    port = free_port()
     command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     if password is not None:
         command += ["--requirepass", password]
@@ -146,13 +145,6 @@ def redis_server(workdir: Path, password: str | None = None) -> Iterator[RedisSe
         yield server
     finally:
         server.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _wait_for_ping(process: subprocess.Popen[bytes], port: int, password: str | None, log_path: Path) -> None:

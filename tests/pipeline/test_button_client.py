@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +14,7 @@ from button_sidecar.pipeline.button import ButtonClient, ButtonUnreachable, orde
 from button_sidecar.telemetry import SidecarMetrics
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import SANDBOX_API_KEY, Sandbox, SandboxFactory
+from tests.conftest import SANDBOX_API_KEY, Sandbox, SandboxFactory, free_port
 from tests.sandbox.helpers import new_order
 
 ORDER = new_order("client-1")
@@ -31,12 +30,6 @@ async def started(
         yield client
     finally:
         await client.close()
-
-
-def closed_port() -> int:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        return int(listener.getsockname()[1])
 
 
 def test_requests_carry_auth_and_headers_and_answers_come_back_whole(sandbox: Sandbox) -> None:
@@ -74,7 +67,7 @@ def test_retry_after_comes_back_with_the_answer(sandbox: Sandbox) -> None:
 
 def test_no_answer_is_unreachable_and_says_why_without_the_url_or_the_key() -> None:
     async def scenario() -> None:
-        async with started(f"http://127.0.0.1:{closed_port()}", api_key="sk-secret-key") as client:
+        async with started(f"http://127.0.0.1:{free_port()}", api_key="sk-secret-key") as client:
             with pytest.raises(ButtonUnreachable) as refused:
                 await client.request("GET", order_path("secret-order-id"))
         message = str(refused.value)
