@@ -17,7 +17,8 @@ so nothing is deduplicated away.
   (no coordinated omission): the p99 that the target is about. Then the same at a tenth of the max rate:
   the latency of the path itself, nearly without queueing.
 - After each sidecar phase, its `/metrics`: requests still waiting in the outbox, delivered, and how often
-  delivery yielded to ingest (what was ingested is not necessarily delivered yet).
+  delivery yielded to ingest (what was ingested is not necessarily delivered yet). For the open-loop phases
+  also per second: requests queued and requests delivered, i.e. whether delivery keeps up with that load.
 
 The gRPC client sends pre-serialised request bytes (the generated stub checks the first answer), so the
 client spends its CPU on the calls, not on protobuf.
@@ -554,6 +555,25 @@ def _rows(name: str, result: dict[str, Any]) -> list[Row]:
                 "requests",
             )
             for label, phase in (("max", best), ("half load", half), ("10% load", light))
+        ),
+        # Sustained: each open-loop phase starts on a fresh server without a warm-up, so everything it queued is
+        # delivered or still waiting at its end (the depth gauge is at most a second old).
+        *(
+            row
+            for label, phase in (("half load", half), ("10% load", light))
+            for row in (
+                Row(
+                    f"e2e {name}: requests queued per second at {label}",
+                    (phase["delivery_at_end"]["delivered"] + phase["delivery_at_end"]["outbox_depth"])
+                    / phase["seconds"],
+                    "requests/s",
+                ),
+                Row(
+                    f"e2e {name}: requests delivered per second at {label}",
+                    phase["delivery_at_end"]["delivered"] / phase["seconds"],
+                    "requests/s",
+                ),
+            )
         ),
     ]
     phases = [*result["closed"], half, light, floor]
