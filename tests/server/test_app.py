@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import socket
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +18,7 @@ import grpc.aio  # type: ignore[import-untyped]
 import pytest
 from button_sidecar.config import ButtonConfig, HttpConfig, OutboxConfig, Secret, TransformOptions
 from button_sidecar.server import Sidecar, StartupError
+from button_sidecar.server.app import freeze_startup_objects
 from button_sidecar.v1 import sidecar_pb2 as pb
 from button_sidecar.v1 import sidecar_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
@@ -255,3 +258,20 @@ def test_an_http_address_in_use_stops_startup_with_a_clear_message(tmp_path: Pat
                 assert (await stub.GetStats(pb.GetStatsRequest())).button_reachable
 
         asyncio.run(scenario())
+
+
+def test_startup_objects_are_frozen_out_of_the_collectors_view_and_garbage_is_not() -> None:
+    class Node:
+        peer: object = None
+
+    cycle = Node()
+    cycle.peer = cycle  # unreachable once deleted: only the cyclic collector frees it
+    gone = weakref.ref(cycle)
+    del cycle
+    frozen_before = gc.get_freeze_count()
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > frozen_before
+        assert gone() is None  # collected first: frozen garbage would stay for the life of the process
+    finally:
+        gc.unfreeze()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -175,6 +176,7 @@ async def serve(config: SidecarConfig, on_ready: Callable[[str], None]) -> None:
         loop.add_signal_handler(signum, stopping.set)
     sidecar = Sidecar(config)
     await sidecar.start()
+    freeze_startup_objects()
     on_ready(sidecar.address)
     await stopping.wait()
     logger.info(
@@ -183,6 +185,18 @@ async def serve(config: SidecarConfig, on_ready: Callable[[str], None]) -> None:
     )
     await sidecar.stop()
     logger.info("Stopped; anything not delivered stays queued in %s.", config.state_dir)
+
+
+def freeze_startup_objects() -> None:
+    """Collect, then take every object alive after start-up out of the cyclic collector's view (`gc.freeze`).
+
+    A full collection traverses every tracked object, and with grpc, protobuf, aiohttp and the rest loaded
+    each took up to 30 ms with the GIL held, about once a second under load: pauses of the event loop that
+    made the ingest p99. Start-up objects live as long as the process; frozen, they are not traversed again
+    and a full collection takes about a millisecond. For the process `serve` owns, not for an embedder's.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _server_options(config: GrpcConfig) -> list[tuple[str, int]]:
