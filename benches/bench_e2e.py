@@ -15,7 +15,10 @@ so nothing is deduplicated away.
   nothing: what the frameworks and the machine allow at all.
 - Half load: an open loop at half the max call rate, each call's latency counted from when it was due
   (no coordinated omission): the p99 that the target is about. Then the same at a tenth of the max rate:
-  the latency of the path itself, nearly without queueing.
+  the latency of the path itself, nearly without queueing. And the half-load calls against the floor server:
+  the latency the load generator, the frameworks and the machine add at that rate by themselves.
+- For the half-load phase, the cores each process used (sidecar, Button sandbox, load generator): a sidecar
+  near 1.0 is bound by its one event loop.
 - After each sidecar phase, its `/metrics`: requests still waiting in the outbox, delivered, and how often
   delivery yielded to ingest (what was ingested is not necessarily delivered yet). For the open-loop phases
   also per second: requests queued and requests delivered, i.e. whether delivery keeps up with that load.
@@ -481,11 +484,20 @@ async def protocol_run(
                 )
                 for name, rate in rates.items()
             }
+            # The half-load calls against the do-nothing server: the latency of the load generator, the
+            # frameworks and the machine at that rate, without any of the sidecar's work.
+            floor_half = await phase(
+                "floor-half",
+                max(concurrencies),
+                lambda server, p: open_loop(server.client.send, p, rates["half"], duration_s, server.meters),
+                floor=True,
+            )
     return {
         "closed": [measured.to_json() for measured in closed],
         "best": best.to_json(),
         # The same load against the same frameworks doing nothing (benches/floor_server.py).
         "floor": floor.to_json(),
+        "floor_half": floor_half.to_json(),
         "half": open_phases["half"].to_json(),
         # What a call costs nearly without queueing: the latency floor of the path itself.
         "light": open_phases["light"].to_json(),
@@ -530,6 +542,7 @@ def _name(protocol: str, per_call: int) -> str:
 
 def _rows(name: str, result: dict[str, Any]) -> list[Row]:
     best, half, light, floor = result["best"], result["half"], result["light"], result["floor"]
+    floor_half = result["floor_half"]
     rows = [
         Row(f"e2e {name}: max events/s (c={best['concurrency']})", best["events_per_s"], "events/s", TARGET_EVENTS_S),
         Row(f"e2e {name}: max events/s of a do-nothing server (floor)", floor["events_per_s"], "events/s"),
@@ -545,6 +558,16 @@ def _rows(name: str, result: dict[str, Any]) -> list[Row]:
         Row(f"e2e {name}: p50 latency at half load", half["latency_ms"]["p50"], "ms"),
         Row(f"e2e {name}: p99 latency at half load", half["latency_ms"]["p99"], "ms", TARGET_P99_MS, "lower"),
         Row(f"e2e {name}: p99.9 latency at half load", half["latency_ms"]["p99.9"], "ms"),
+        Row(f"e2e {name}: p99 latency at half load, do-nothing server (floor)", floor_half["latency_ms"]["p99"], "ms"),
+        # Who used the 2 cores at half load: a sidecar near 1.0 is bound by its one event loop (the GIL).
+        *(
+            Row(f"e2e {name}: cores busy at half load, {who}", half[key] / half["seconds"], "cores")
+            for who, key in (
+                ("sidecar", "server_cpu_s"),
+                ("Button sandbox", "sandbox_cpu_s"),
+                ("load generator", "client_cpu_s"),
+            )
+        ),
         Row(f"e2e {name}: p50 latency at 10% load", light["latency_ms"]["p50"], "ms"),
         Row(f"e2e {name}: p99 latency at 10% load", light["latency_ms"]["p99"], "ms"),
         # Ingested is not delivered yet: what each phase left for delivery (the outbox absorbs it).
@@ -576,7 +599,7 @@ def _rows(name: str, result: dict[str, Any]) -> list[Row]:
             )
         ),
     ]
-    phases = [*result["closed"], half, light, floor]
+    phases = [*result["closed"], half, light, floor, floor_half]
     failed = sum(sum(phase["errors"].values()) for phase in phases)
     if failed:
         calls = sum(phase["calls"] for phase in phases)
