@@ -31,6 +31,15 @@ DAY_MS = 24 * HOUR_MS
 _REDIS_STARTUP_TIMEOUT_S = 10.0
 
 
+@dataclass(frozen=True)
+class Token:
+    """A learned token as the attribution store takes it (`LearnedToken`)."""
+
+    user_keys: list[str]
+    btn_ref: str
+    timestamp_ms: int
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 

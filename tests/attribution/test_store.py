@@ -18,7 +18,7 @@ from button_sidecar.pipeline.attribution import SqliteAttributionStore
 from button_sidecar.pipeline.ledger import SqliteOrderLedger
 from button_sidecar.pipeline.redis_store import RedisAttributionStore, RedisOrderLedger, StoreUnavailable
 
-from tests.attribution.helpers import DAY_MS, HOUR_MS, MINUTE_MS, now_ms
+from tests.attribution.helpers import DAY_MS, HOUR_MS, MINUTE_MS, Token, now_ms
 from tests.conftest import Sandbox
 from tests.pipeline.helpers import running, settings, wait_until
 
@@ -45,14 +45,14 @@ def test_the_newest_token_of_any_key_wins_whatever_the_arrival_order(
         store = attribution_store(tmp_path, store_settings)
         await store.open()
         try:
-            await store.remember(["mpid:1", f"idfa:{'A' * 8}"], "srctok-new", now - MINUTE_MS)
-            await store.remember(["mpid:1"], "srctok-replayed-old", now - HOUR_MS)  # arrives later, is older
+            await store.remember([Token(["mpid:1", f"idfa:{'A' * 8}"], "srctok-new", now - MINUTE_MS)])
+            await store.remember([Token(["mpid:1"], "srctok-replayed-old", now - HOUR_MS)])  # arrives later, is older
             assert await store.lookup(["mpid:1"], now) == StoredAttribution(now - MINUTE_MS, "srctok-new")
             # Any of the keys finds it; the newest of several keys wins.
             assert await store.lookup(["customer_id:c-1", f"idfa:{'A' * 8}"], now) == StoredAttribution(
                 now - MINUTE_MS, "srctok-new"
             )
-            await store.remember(["customer_id:c-1"], "srctok-newest", now - 1000)
+            await store.remember([Token(["customer_id:c-1"], "srctok-newest", now - 1000)])
             found = await store.lookup(["mpid:1", "customer_id:c-1"], now)
             assert found is not None and found.btn_ref == "srctok-newest"
             assert await store.lookup(["mpid:2"], now) is None
@@ -69,12 +69,41 @@ def test_equal_timestamps_keep_the_greater_token_in_any_order(tmp_path: Path, st
         store = attribution_store(tmp_path, store_settings)
         await store.open()
         try:
-            await store.remember(["mpid:1"], "srctok-b", at)
-            await store.remember(["mpid:1"], "srctok-a", at)
-            await store.remember(["mpid:2"], "srctok-a", at)
-            await store.remember(["mpid:2"], "srctok-b", at)
+            await store.remember([Token(["mpid:1"], "srctok-b", at)])
+            await store.remember([Token(["mpid:1"], "srctok-a", at)])
+            await store.remember([Token(["mpid:2"], "srctok-a", at)])
+            await store.remember([Token(["mpid:2"], "srctok-b", at)])
             assert await store.lookup(["mpid:1"], at) == StoredAttribution(at, "srctok-b")
             assert await store.lookup(["mpid:2"], at) == StoredAttribution(at, "srctok-b")
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_tokens_remembered_together_follow_the_same_rules(tmp_path: Path, store_settings: dict[str, Any]) -> None:
+    """A call's tokens go to the store in one write (or round trip): the newest still wins per key, whatever
+    their order in the call, and a token without keys is left out."""
+
+    async def scenario() -> None:
+        now = now_ms()
+        store = attribution_store(tmp_path, store_settings)
+        await store.open()
+        try:
+            await store.remember(
+                [
+                    Token(["mpid:1", "customer_id:c-1"], "srctok-newer", now - MINUTE_MS),
+                    Token(["mpid:1"], "srctok-older", now - HOUR_MS),  # after the newer one in the call
+                    Token(["mpid:2"], "srctok-b", now - HOUR_MS),
+                    Token(["mpid:2"], "srctok-a", now - HOUR_MS),
+                    Token([], "srctok-nobody", now),
+                ]
+            )
+            assert await store.lookup(["mpid:1"], now) == StoredAttribution(now - MINUTE_MS, "srctok-newer")
+            assert await store.lookup(["customer_id:c-1"], now) == StoredAttribution(now - MINUTE_MS, "srctok-newer")
+            assert await store.lookup(["mpid:2"], now) == StoredAttribution(now - HOUR_MS, "srctok-b")
+            await store.remember([])  # nothing to write
+            assert await store.lookup(["mpid:3"], now) is None
         finally:
             await store.close()
 
@@ -87,8 +116,8 @@ def test_tokens_are_usable_for_the_window_then_purged(tmp_path: Path, store_sett
         store = attribution_store(tmp_path, store_settings, window_ms=HOUR_MS)
         await store.open()
         try:
-            await store.remember(["mpid:fresh"], "srctok-fresh", now - HOUR_MS + MINUTE_MS)
-            await store.remember(["mpid:stale"], "srctok-stale", now - HOUR_MS - 1)
+            await store.remember([Token(["mpid:fresh"], "srctok-fresh", now - HOUR_MS + MINUTE_MS)])
+            await store.remember([Token(["mpid:stale"], "srctok-stale", now - HOUR_MS - 1)])
             found = await store.lookup(["mpid:fresh", "mpid:stale"], now)
             assert found is not None and found.btn_ref == "srctok-fresh"
             assert await store.lookup(["mpid:stale"], now) is None
@@ -113,7 +142,7 @@ def test_tokens_outlive_the_store_instance(tmp_path: Path, store_settings: dict[
         at = now_ms() - MINUTE_MS
         first = attribution_store(tmp_path, store_settings)
         await first.open()
-        await first.remember(["mpid:1"], "srctok-kept", at)
+        await first.remember([Token(["mpid:1"], "srctok-kept", at)])
         await first.close()
         second = attribution_store(tmp_path, store_settings)
         await second.open()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry
@@ -291,15 +292,15 @@ class Pipeline:
             self.metrics.received_events.inc(result.event_count)
         forwarded = [i for i, reason in enumerate(filtered) if reason is None]
         stored: dict[int, str | None] = {}  # by the batch's index
-        # Tokens learned by this call, written alongside the outbox (each is awaited before the call answers).
-        remembering: list[Coroutine[None, None, None]] = []
+        # Tokens learned by this call, written alongside the outbox (awaited before the call answers).
+        learned: list[Attribution] = []
         if lookups_independent([results[i] for i in forwarded]):
             # No batch looks up a key that an earlier batch of the call teaches, so every lookup finds what it
-            # would find in turn: they go at once, and the tokens follow in one grouped write.
+            # would find in turn: they go at once, and the tokens follow in one write.
             wanted = [i for i in forwarded if wants_attribution(results[i])]
             found = await asyncio.gather(*(lookup(results[i].user_keys) for i in wanted))
             stored = dict(zip(wanted, found, strict=True))
-            remembering = [self._remember(a) for i in forwarded for a in results[i].attributions]
+            learned = [a for i in forwarded for a in results[i].attributions]
         else:
             for i in forwarded:
                 if wants_attribution(results[i]):
@@ -307,8 +308,7 @@ class Pipeline:
                 # Remembered before the next batch is looked up, so a deep link credits purchases in later
                 # batches of the same call; purchases of its own batch follow the core's rule (a link at or
                 # before them).
-                for attribution in results[i].attributions:
-                    await self._remember(attribution)
+                await self._remember(results[i].attributions)
         decided = [(result, filtered[i], stored.get(i)) for i, result in enumerate(results)]
         # Asked last, right before the outbox write: a create whose earlier copy finishes delivery between the
         # two is queued again (Button answers 409 and it counts as delivered), so that gap is kept short.
@@ -320,29 +320,32 @@ class Pipeline:
         if any(items or batch_key is not None for items, batch_key in batches):
             # Two databases, two threads: the tokens' commit does not wait for the outbox's. A token stored for a
             # call the outbox then refuses does no harm (`_remember` is idempotent).
-            enqueued, _ = await asyncio.gather(self._outbox.enqueue_many(batches), asyncio.gather(*remembering))
+            enqueued, _ = await asyncio.gather(self._outbox.enqueue_many(batches), self._remember(learned))
         else:  # nothing to store in the outbox (e.g. unusable payloads only): no transaction, no fsync
-            await asyncio.gather(*remembering)
+            await self._remember(learned)
             enqueued = [EnqueueResult(duplicate_batch=False, seqs=()) for _ in plans]
         ingested = [ingest_result(plan, outcome) for plan, outcome in zip(plans, enqueued, strict=True)]
-        for outcome in ingested:
-            # Counted once accepted, so a call refused as a whole (outbox full) and sent again counts once.
-            for rejection in outcome.rejections:
-                self.metrics.rejected_events.labels(code=rejection.code).inc()
-            for queued in outcome.queued:
-                self.metrics.outbox_enqueued_requests.labels(kind=queued.kind).inc()
-            if outcome.duplicate_batch:
-                self.metrics.duplicates.labels(kind=DUPLICATE_BATCH).inc()
-            else:
-                self.metrics.duplicates.labels(kind=DUPLICATE_ORDER).inc(outcome.duplicate)
-                if outcome.filtered is not None:
-                    self.metrics.filtered_batches.labels(reason=outcome.filtered).inc()
+        # Counted once accepted, so a call refused as a whole (outbox full) and sent again counts once; by
+        # label first (a labelled child is a locked lookup, and a bulk call queues hundreds of requests).
+        rejected = Counter(rejection.code for outcome in ingested for rejection in outcome.rejections)
+        queued = Counter(request.kind for outcome in ingested for request in outcome.queued)
+        for code, count in rejected.items():
+            self.metrics.rejected_events.labels(code=code).inc(count)
+        for kind, count in queued.items():
+            self.metrics.outbox_enqueued_requests.labels(kind=kind).inc(count)
+        fresh = [outcome for outcome in ingested if not outcome.duplicate_batch]
+        if len(fresh) < len(ingested):
+            self.metrics.duplicates.labels(kind=DUPLICATE_BATCH).inc(len(ingested) - len(fresh))
+        self.metrics.duplicates.labels(kind=DUPLICATE_ORDER).inc(sum(outcome.duplicate for outcome in fresh))
+        for reason, count in Counter(o.filtered for o in fresh if o.filtered is not None).items():
+            self.metrics.filtered_batches.labels(reason=reason).inc(count)
         return ingested
 
-    async def _remember(self, attribution: Attribution) -> None:
+    async def _remember(self, tokens: Sequence[Attribution]) -> None:
         # Idempotent, so a batch refused later (outbox full) and sent again does no harm.
-        await self._attributions.remember(attribution.user_keys, attribution.btn_ref, attribution.timestamp_ms)
-        self.metrics.attributions_remembered.inc()
+        if tokens:
+            await self._attributions.remember(tokens)
+            self.metrics.attributions_remembered.inc(len(tokens))
 
     async def _stored_btn_ref(self, keys: Sequence[str], now_ms: int) -> str | None:
         found = await self._attributions.lookup(keys, now_ms)

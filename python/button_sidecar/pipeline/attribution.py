@@ -18,6 +18,21 @@ from typing import Protocol
 from button_sidecar.pipeline.sqlite import SqliteStore
 
 
+class LearnedToken(Protocol):
+    """A token a deep link taught for a user's keys (the core's `Attribution` is one)."""
+
+    @property
+    def user_keys(self) -> Sequence[str]: ...
+
+    @property
+    def btn_ref(self) -> str: ...
+
+    @property
+    def timestamp_ms(self) -> int:
+        """When the deep link happened (its event time), Unix milliseconds."""
+        ...
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class StoredAttribution:
     """A `btn_ref` and when it was seen. Ordered by recency: the greater one is the one that wins."""
@@ -41,8 +56,9 @@ class AttributionStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def remember(self, keys: Sequence[str], btn_ref: str, timestamp_ms: int) -> None:
-        """Store the token for each of `keys` unless the key holds a newer one."""
+    async def remember(self, tokens: Sequence[LearnedToken]) -> None:
+        """Store each token for each of its keys unless the key holds a newer one; all of a call's tokens at
+        once (one write, or one round trip)."""
         ...
 
     async def lookup(self, keys: Sequence[str], now_ms: int) -> StoredAttribution | None:
@@ -72,10 +88,10 @@ class SqliteAttributionStore(SqliteStore):
         super().__init__(state_dir / "attribution.sqlite3", _SCHEMA)
         self._window_ms = window_ms
 
-    async def remember(self, keys: Sequence[str], btn_ref: str, timestamp_ms: int) -> None:
-        if not keys:
+    async def remember(self, tokens: Sequence[LearnedToken]) -> None:
+        rows = [(key, token.btn_ref, token.timestamp_ms) for token in tokens for key in token.user_keys]
+        if not rows:
             return
-        rows = [(key, btn_ref, timestamp_ms) for key in keys]
         await self._db.executemany(
             "INSERT INTO attributions (user_key, btn_ref, timestamp_ms) VALUES (?, ?, ?)"
             " ON CONFLICT (user_key) DO UPDATE SET btn_ref = excluded.btn_ref, timestamp_ms = excluded.timestamp_ms"

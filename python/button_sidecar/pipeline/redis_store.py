@@ -22,7 +22,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from button_sidecar.pipeline.attribution import StoredAttribution
+from button_sidecar.pipeline.attribution import LearnedToken, StoredAttribution
 from button_sidecar.pipeline.ledger import DEFAULT_RETENTION_SECS, LedgerOrder
 
 
@@ -112,13 +112,21 @@ class RedisAttributionStore(_RedisBackend):
         self._window_ms = window_ms
         self._remember = self._client.register_script(_REMEMBER)
 
-    async def remember(self, keys: Sequence[str], btn_ref: str, timestamp_ms: int) -> None:
-        if not keys:
+    async def remember(self, tokens: Sequence[LearnedToken]) -> None:
+        tokens = [token for token in tokens if token.user_keys]
+        if not tokens:
             return
         with self._unavailable():
-            await self._remember(
-                keys=[self._prefix + key for key in keys], args=[timestamp_ms, btn_ref, timestamp_ms + self._window_ms]
-            )
+            # One round trip for all of them; not a transaction (each script is atomic on its own, and storing
+            # a token twice does no harm).
+            async with self._client.pipeline(transaction=False) as pipe:
+                for token in tokens:
+                    await self._remember(
+                        keys=[self._prefix + key for key in token.user_keys],
+                        args=[token.timestamp_ms, token.btn_ref, token.timestamp_ms + self._window_ms],
+                        client=pipe,
+                    )
+                await pipe.execute()
 
     async def lookup(self, keys: Sequence[str], now_ms: int) -> StoredAttribution | None:
         if not keys:
