@@ -287,9 +287,8 @@ class Pipeline:
         now_ms = received_at_ms if received_at_ms is not None else _now_ms()
         lookup = self.attribution_lookup or (lambda keys: self._stored_btn_ref(keys, now_ms))
         filtered = [filter_reason(result, self.settings.forward_environments) for result in results]
-        for result in results:
-            self.metrics.received_batches.inc()
-            self.metrics.received_events.inc(result.event_count)
+        self.metrics.received_batches.inc(len(results))
+        self.metrics.received_events.inc(sum(result.event_count for result in results))
         forwarded = [i for i, reason in enumerate(filtered) if reason is None]
         stored: dict[int, str | None] = {}  # by the batch's index
         # Tokens learned by this call, written alongside the outbox (awaited before the call answers).
@@ -298,8 +297,11 @@ class Pipeline:
             # No batch looks up a key that an earlier batch of the call teaches, so every lookup finds what it
             # would find in turn: they go at once, and the tokens follow in one write.
             wanted = [i for i in forwarded if wants_attribution(results[i])]
-            found = await asyncio.gather(*(lookup(results[i].user_keys) for i in wanted))
-            stored = dict(zip(wanted, found, strict=True))
+            if len(wanted) == 1:  # most calls: awaited directly, no task (a SQLite lookup does not even suspend)
+                stored = {wanted[0]: await lookup(results[wanted[0]].user_keys)}
+            else:
+                found = await asyncio.gather(*(lookup(results[i].user_keys) for i in wanted))
+                stored = dict(zip(wanted, found, strict=True))
             learned = [a for i in forwarded for a in results[i].attributions]
         else:
             for i in forwarded:
@@ -320,7 +322,10 @@ class Pipeline:
         if any(items or batch_key is not None for items, batch_key in batches):
             # Two databases, two threads: the tokens' commit does not wait for the outbox's. A token stored for a
             # call the outbox then refuses does no harm (`_remember` is idempotent).
-            enqueued, _ = await asyncio.gather(self._outbox.enqueue_many(batches), self._remember(learned))
+            if learned:
+                enqueued, _ = await asyncio.gather(self._outbox.enqueue_many(batches), self._remember(learned))
+            else:  # most calls: no token learned, nothing to run alongside
+                enqueued = await self._outbox.enqueue_many(batches)
         else:  # nothing to store in the outbox (e.g. unusable payloads only): no transaction, no fsync
             await self._remember(learned)
             enqueued = [EnqueueResult(duplicate_batch=False, seqs=()) for _ in plans]
