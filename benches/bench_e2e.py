@@ -130,6 +130,9 @@ class Phase:
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     sandbox_cpu_s: float = 0.0
+    # The sidecar's threads: time spent runnable but waiting for a CPU, and how often one was put on a CPU.
+    server_cpu_wait_s: float = 0.0
+    server_runs: int = 0
     delivery: dict[str, float] = field(default_factory=dict)
     target_calls_per_s: float | None = None
     concurrency: int | None = None
@@ -162,20 +165,34 @@ class Phase:
             "server_cores_busy": self.server_cpu_s / self.seconds if self.seconds else None,
             "client_cpu_s": self.client_cpu_s,
             "sandbox_cpu_s": self.sandbox_cpu_s,
+            "server_cpu_wait_s": self.server_cpu_wait_s,
+            "server_runs": self.server_runs,
+            "server_wait_ms_per_run": self.server_cpu_wait_s / self.server_runs * 1000 if self.server_runs else None,
             "delivery_at_end": self.delivery,
         }
 
 
 class Meters:
-    """CPU of the server, this client and the sandbox, read at the start and end of a phase."""
+    """CPU of the server, this client and the sandbox, and the server's wait for a CPU, read at the start and
+    end of a phase."""
 
     def __init__(self, server_pid: int, sandbox_pid: int) -> None:
         self.server = ProcessSampler(server_pid)
         self.client = ProcessSampler(os.getpid())
         self.sandbox = ProcessSampler(sandbox_pid)
 
-    def read(self) -> tuple[float, float, float]:
-        return self.server.cpu_seconds(), self.client.cpu_seconds(), self.sandbox.cpu_seconds()
+    def read(self) -> tuple[float, float, float, float, int]:
+        waited, runs = self.server.scheduler_wait()
+        return self.server.cpu_seconds(), self.client.cpu_seconds(), self.sandbox.cpu_seconds(), waited, runs
+
+    @staticmethod
+    def record(
+        phase: Phase, start: tuple[float, float, float, float, int], end: tuple[float, float, float, float, int]
+    ) -> None:
+        phase.server_cpu_s, phase.client_cpu_s, phase.sandbox_cpu_s = (
+            b - a for a, b in zip(start[:3], end[:3], strict=True)
+        )
+        phase.server_cpu_wait_s, phase.server_runs = max(0.0, end[3] - start[3]), max(0, end[4] - start[4])
 
 
 async def _call(send: Send, payload: bytes, events: int, due: float, phase: Phase, record: bool) -> None:
@@ -200,7 +217,7 @@ async def closed_loop(
     loop_start = time.perf_counter()
     measure_from = loop_start + warmup_s
     stop_at = measure_from + duration_s
-    marks: dict[str, tuple[float, float, float]] = {}
+    marks: dict[str, tuple[float, float, float, float, int]] = {}
 
     async def worker() -> None:
         while (now := time.perf_counter()) < stop_at:
@@ -212,8 +229,7 @@ async def closed_loop(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     end = meters.read()
     phase.seconds = time.perf_counter() - measure_from
-    start = marks.get("start", end)
-    phase.server_cpu_s, phase.client_cpu_s, phase.sandbox_cpu_s = (b - a for a, b in zip(start, end, strict=True))
+    meters.record(phase, marks.get("start", end), end)
     return phase
 
 
@@ -240,9 +256,7 @@ async def open_loop(send: Send, payloads: Payloads, calls_per_s: float, duration
     if tasks:
         await asyncio.gather(*tasks)
     phase.seconds = time.perf_counter() - start
-    phase.server_cpu_s, phase.client_cpu_s, phase.sandbox_cpu_s = (
-        b - a for a, b in zip(start_cpu, meters.read(), strict=True)
-    )
+    meters.record(phase, start_cpu, meters.read())
     return phase
 
 
@@ -567,6 +581,14 @@ def _rows(name: str, result: dict[str, Any]) -> list[Row]:
                 ("Button sandbox", "sandbox_cpu_s"),
                 ("load generator", "client_cpu_s"),
             )
+        ),
+        # How long a sidecar thread that became runnable waited for a core (each call wakes several threads).
+        *(
+            Row(
+                f"e2e {name}: sidecar threads' wait for a CPU per run at {label}", phase["server_wait_ms_per_run"], "ms"
+            )
+            for label, phase in (("half load", half), ("10% load", light))
+            if phase.get("server_wait_ms_per_run") is not None
         ),
         Row(f"e2e {name}: p50 latency at 10% load", light["latency_ms"]["p50"], "ms"),
         Row(f"e2e {name}: p99 latency at 10% load", light["latency_ms"]["p99"], "ms"),

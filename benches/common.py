@@ -335,6 +335,25 @@ class ProcessSampler:
         times = self._process.cpu_times()
         return float(times.user + times.system + times.children_user + times.children_system)
 
+    def scheduler_wait(self) -> tuple[float, int]:
+        """Seconds the process's threads spent runnable but waiting for a CPU, and how often they were put on one
+        (summed over `/proc/<pid>/task/*/schedstat`; threads that exited are not counted). (0, 0) where Linux's
+        scheduler statistics are not available."""
+        waited_ns = runs = 0
+        try:
+            tasks = os.listdir(f"/proc/{self._process.pid}/task")
+        except OSError:
+            return 0.0, 0
+        for task in tasks:
+            try:
+                with open(f"/proc/{self._process.pid}/task/{task}/schedstat") as stat:
+                    _, waited, ran = stat.read().split()
+            except (OSError, ValueError):  # the thread has just exited
+                continue
+            waited_ns += int(waited)
+            runs += int(ran)
+        return waited_ns / 1e9, runs
+
     def rss(self) -> int:
         return int(self._process.memory_info().rss)
 
