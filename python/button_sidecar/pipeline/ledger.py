@@ -31,8 +31,9 @@ class LedgerOrder:
 
     order_id: str
     fields: JsonObject
-    """The order's fields as last sent (order_id, total, currency, purchase_date, line_items, customer...),
-    without `btn_ref`, which Button keeps when an update leaves it out."""
+    """The order as last sent (the create or full-state update body: order_id, total, currency,
+    purchase_date, line_items, customer...) or as Button returned it; a refund takes the updatable fields
+    from it (`button.refund.order_fields`)."""
     deleted: bool = False
 
 
@@ -49,8 +50,10 @@ class OrderLedger(Protocol):
         """Which of `order_ids` are in the ledger (deleted ones included)."""
         ...
 
-    async def record(self, order: LedgerOrder, *, replace: bool = True) -> None:
-        """Store `order`; with `replace` False an order already present is left as it is."""
+    async def record(self, order_id: str, order_json: bytes, *, replace: bool = True) -> None:
+        """Store an order as Button acknowledged it: `order_json` is the JSON object sent (stored as it is, not
+        parsed: this runs once per delivered order). With `replace` False an order already present is left
+        as it is."""
         ...
 
     async def mark_deleted(self, order_id: str) -> None:
@@ -112,12 +115,12 @@ class SqliteOrderLedger(SqliteStore):
 
         return await self._db.read_quick(known) if ids else set()
 
-    async def record(self, order: LedgerOrder, *, replace: bool = True) -> None:
+    async def record(self, order_id: str, order_json: bytes, *, replace: bool = True) -> None:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         # Not waited onto the disk: a ledger row lost to a power cut is fetched from Button when a refund needs it.
         await self._db.execute(
-            f"{verb} INTO orders (order_id, fields, deleted, updated_at) VALUES (?, ?, ?, ?)",
-            (order.order_id, orjson.dumps(order.fields), int(order.deleted), self._clock()),
+            f"{verb} INTO orders (order_id, fields, deleted, updated_at) VALUES (?, ?, 0, ?)",
+            (order_id, order_json, self._clock()),
             durable=False,
         )
 

@@ -171,16 +171,16 @@ class RedisOrderLedger(_RedisBackend):
                 exists: list[int] = await pipe.execute()
         return {order_id for order_id, found in zip(ids, exists, strict=True) if found}
 
-    async def record(self, order: LedgerOrder, *, replace: bool = True) -> None:
-        key, fields, deleted = self._prefix + order.order_id, orjson.dumps(order.fields), "1" if order.deleted else "0"
+    async def record(self, order_id: str, order_json: bytes, *, replace: bool = True) -> None:
+        key = self._prefix + order_id
         with self._unavailable():
             if replace:
                 async with self._client.pipeline(transaction=True) as pipe:
-                    pipe.hset(key, mapping={"fields": fields, "deleted": deleted})
+                    pipe.hset(key, mapping={"fields": order_json, "deleted": "0"})
                     pipe.pexpire(key, self._retention_ms)
                     await pipe.execute()
             else:
-                await self._record_if_absent(keys=[key], args=[fields, deleted, self._retention_ms])
+                await self._record_if_absent(keys=[key], args=[order_json, "0", self._retention_ms])
 
     async def mark_deleted(self, order_id: str) -> None:
         with self._unavailable():

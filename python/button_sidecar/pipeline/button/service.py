@@ -15,8 +15,8 @@ from button_sidecar.pipeline.button.client import (
     error_message,
     order_path,
 )
-from button_sidecar.pipeline.button.refund import RefundError, apply_refund, order_fields
-from button_sidecar.pipeline.ledger import JsonObject, LedgerOrder, OrderLedger
+from button_sidecar.pipeline.button.refund import RefundError, apply_refund
+from button_sidecar.pipeline.ledger import LedgerOrder, OrderLedger
 from button_sidecar.pipeline.records import OutboxRow
 from button_sidecar.pipeline.retry import Delivered, Outcome, Reject, Retry
 from button_sidecar.pipeline.worker import Request
@@ -90,7 +90,7 @@ class ButtonDeliveryService:
                 raise TypeError("object is not an order")
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return Retry(f"looking up the order: unreadable answer ({error_message(response)})", response.status)
-        return LedgerOrder(order_id, order_fields(found), deleted=found.get("status") == "deleted")
+        return LedgerOrder(order_id, found, deleted=found.get("status") == "deleted")
 
     async def send(self, row: OutboxRow, request: Request) -> Outcome:
         if request.method is None or request.path is None:
@@ -113,7 +113,6 @@ class ButtonDeliveryService:
         if request.kind == "cancel_order":
             await self._ledger.mark_deleted(order_id)
         elif request.kind in ("create_order", "update_order") and request.body is not None:
-            fields: JsonObject = order_fields(orjson.loads(request.body))
             # A duplicate create means Button had the order already; what it holds is most likely our own
             # earlier attempt, but an order recorded before stays as it is.
-            await self._ledger.record(LedgerOrder(order_id, fields), replace=not outcome.duplicate)
+            await self._ledger.record(order_id, request.body, replace=not outcome.duplicate)
