@@ -5,17 +5,28 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from button_sidecar.pipeline.sqlite import SqliteDatabase, StorageError
 
 
+@asynccontextmanager
+async def opened(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
+    """A database of one table `t (v INTEGER)`, open for the block."""
+    db = SqliteDatabase(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS t (v INTEGER);")
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
 def test_each_transaction_commits_in_the_mode_it_asks_for(tmp_path: Path) -> None:
     async def scenario() -> None:
-        db = SqliteDatabase(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS t (v INTEGER);")
-        await db.open()
-        try:
+        async with opened(tmp_path) as db:
 
             def mode(conn: sqlite3.Connection) -> int:
                 conn.execute("INSERT INTO t VALUES (1)")
@@ -28,17 +39,13 @@ def test_each_transaction_commits_in_the_mode_it_asks_for(tmp_path: Path) -> Non
             modes = [await commit(durable) for durable in (False, False, True, False)]
             assert modes == [normal, normal, full, normal]
             assert await db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM t").fetchone()[0]) == 4
-        finally:
-            await db.close()
 
     asyncio.run(scenario())
 
 
 def test_quick_reads_run_on_the_event_loop_and_see_every_committed_write(tmp_path: Path) -> None:
     async def scenario() -> None:
-        db = SqliteDatabase(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS t (v INTEGER);")
-        await db.open()
-        try:
+        async with opened(tmp_path) as db:
             loop_thread = threading.get_ident()
             seen: list[tuple[int, int]] = []
 
@@ -56,17 +63,13 @@ def test_quick_reads_run_on_the_event_loop_and_see_every_committed_write(tmp_pat
             # It only reads.
             with pytest.raises(StorageError, match="read-only"):
                 await db.read_quick(lambda conn: conn.execute("INSERT INTO t VALUES (3)"))
-        finally:
-            await db.close()
 
     asyncio.run(scenario())
 
 
 def test_a_quick_read_that_sqlite_would_make_wait_goes_to_the_database_thread(tmp_path: Path) -> None:
     async def scenario() -> None:
-        db = SqliteDatabase(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS t (v INTEGER);")
-        await db.open()
-        try:
+        async with opened(tmp_path) as db:
             await db.execute("INSERT INTO t VALUES (1)")
             loop_thread = threading.get_ident()
             threads: list[int] = []
@@ -81,7 +84,5 @@ def test_a_quick_read_that_sqlite_would_make_wait_goes_to_the_database_thread(tm
 
             assert await db.read_quick(busy_on_the_loop) == 1
             assert threads[0] == loop_thread and threads[1] != loop_thread
-        finally:
-            await db.close()
 
     asyncio.run(scenario())
