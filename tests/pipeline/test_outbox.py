@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from button_sidecar.pipeline.outbox import Outbox, OutboxFull, OutboxLocked
+from button_sidecar.pipeline.outbox import OLDEST_PENDING_SQL, Outbox, OutboxFull, OutboxLocked
 from button_sidecar.pipeline.records import OutboxItem
 
 
@@ -180,6 +180,27 @@ def test_dead_letters_are_listed_replayed_in_their_place_and_purged(tmp_path: Pa
         assert (stats.queued, stats.in_flight, stats.dead, stats.delivered) == (0, 1, 0, 1)
 
     run(tmp_path, scenario)
+
+
+def test_the_oldest_pending_age_skips_dead_letters_and_reads_one_index_entry(tmp_path: Path) -> None:
+    now = [100.0]
+
+    async def scenario(outbox: Outbox) -> None:
+        seqs = []
+        for key in ("A", "B", "C"):
+            seqs.append((await outbox.enqueue([item(key)])).seqs[0])
+            now[0] += 100.0
+        await outbox.lease(1)  # A
+        assert seqs[0] is not None
+        await outbox.dead_letter(seqs[0], "button_rejected", "rejected", 400, None)
+        assert (await outbox.stats()).oldest_age_secs == 200.0  # B's, queued at 200; it is 400 now
+        # Read every second (gauges, /metrics, health) on the thread enqueues wait for, so it must not visit
+        # the pending rows: the planner would (via `outbox_due`) if the query did not name its index.
+        with sqlite3.connect(outbox.path) as conn:
+            plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + OLDEST_PENDING_SQL))
+        assert "outbox_pending_age" in plan and "outbox_due" not in plan
+
+    run(tmp_path, scenario, clock=lambda: now[0])
 
 
 def test_order_status_follows_the_rows(tmp_path: Path) -> None:

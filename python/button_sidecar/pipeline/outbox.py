@@ -101,6 +101,9 @@ _IS_HEAD = (
     "(SELECT MIN(h.seq) FROM outbox AS h WHERE h.order_key = o.order_key AND h.state != 'dead'))"
 )
 _PENDING = "state IN ('queued', 'in_flight')"
+# Named, because left to itself the planner picks `outbox_due` (state=?) and reads every pending row: 30 ms at
+# 200,000 rows, every second (the gauges, /metrics, health), on the thread every enqueue waits for.
+OLDEST_PENDING_SQL = f"SELECT MIN(created_at) FROM outbox INDEXED BY outbox_pending_age WHERE {_PENDING}"
 _PRUNE_INTERVAL_SECS = 60.0
 
 
@@ -558,7 +561,7 @@ class Outbox:
             count = "SELECT COUNT(*) FROM outbox WHERE state = ?"
             in_flight = int(conn.execute(count, ("in_flight",)).fetchone()[0])
             dead = int(conn.execute(count, ("dead",)).fetchone()[0])
-            oldest = conn.execute(f"SELECT MIN(created_at) FROM outbox WHERE {_PENDING}").fetchone()[0]
+            oldest = conn.execute(OLDEST_PENDING_SQL).fetchone()[0]
             delivered = conn.execute("SELECT value FROM counters WHERE name = 'delivered'").fetchone()
             return OutboxStats(
                 queued=self._pending_rows - in_flight,
