@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -368,6 +369,13 @@ def server_config(directory: Path) -> Path:
     return path
 
 
+def sandbox_flags() -> list[str]:
+    """The Button sandbox's flags: a bounded request log, then `BENCH_SANDBOX_FLAGS` for experiments, e.g.
+    `BENCH_SANDBOX_FLAGS='--latency-ms 600000'`: every delivery waits for an answer, so a phase measures ingest
+    without delivery's share of the sidecar."""
+    return ["--request-log-limit", "1000", *shlex.split(os.environ.get("BENCH_SANDBOX_FLAGS", ""))]
+
+
 @dataclass
 class Server:
     """A running `serve` and a connected client."""
@@ -451,7 +459,7 @@ async def protocol_run(
     logs: list[str] = []
     with tempfile.TemporaryDirectory(prefix=f"bench-e2e-{protocol}-") as tmp:
         directory = Path(tmp)
-        with sandbox(directory / "sandbox.log", "--request-log-limit", "1000") as (sandbox_url, sandbox_process):
+        with sandbox(directory / "sandbox.log", *sandbox_flags()) as (sandbox_url, sandbox_process):
             payloads: Payloads | None = None
 
             async def phase(

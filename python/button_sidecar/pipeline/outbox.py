@@ -102,7 +102,7 @@ _IS_HEAD = (
 )
 _PENDING = "state IN ('queued', 'in_flight')"
 # Named, because left to itself the planner picks `outbox_due` (state=?) and reads every pending row: 30 ms at
-# 200,000 rows, every second (the gauges, /metrics, health), on the thread every enqueue waits for.
+# 200,000 rows, every second (the delivery gauges, the health monitor), on the thread every enqueue waits for.
 OLDEST_PENDING_SQL = f"SELECT MIN(created_at) FROM outbox INDEXED BY outbox_pending_age WHERE {_PENDING}"
 _PRUNE_INTERVAL_SECS = 60.0
 
