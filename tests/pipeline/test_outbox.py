@@ -203,6 +203,61 @@ def test_the_oldest_pending_age_skips_dead_letters_and_reads_one_index_entry(tmp
     run(tmp_path, scenario, clock=lambda: now[0])
 
 
+async def statement_steps(outbox: Outbox, operation: Callable[[], Awaitable[object]]) -> int:
+    """How much SQLite work `operation` did, in tens of virtual-machine steps: deterministic, unlike time."""
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += 1
+        return 0  # go on
+
+    conn = outbox._db.conn  # the outbox's one connection, used on its database thread
+    conn.set_progress_handler(tick, 10)
+    try:
+        await operation()
+    finally:
+        conn.set_progress_handler(None, 10)
+    return steps[0]
+
+
+def test_no_operation_of_a_running_outbox_costs_more_with_a_deeper_queue(tmp_path: Path) -> None:
+    # Each of these runs per call or per request, or every second: work that grows with the backlog stalls
+    # every ingest queued behind it on the database thread (the age gauge once read every pending row).
+    def costs(state_dir: Path, depth: int) -> dict[str, int]:
+        found: dict[str, int] = {}
+
+        async def scenario(outbox: Outbox) -> None:
+            await outbox.enqueue([item(f"backlog-{i}", dedupe=f"backlog-{i}") for i in range(depth)])
+            now = time.time()
+
+            async def lease_one() -> None:
+                rows, _ = await outbox.lease(1)
+                assert len(rows) == 1
+                leased.append(rows[0].seq)
+
+            leased: list[int] = []
+            operations: dict[str, Callable[[], Awaitable[object]]] = {
+                "enqueue": lambda: outbox.enqueue([item("new", dedupe="new"), item("new")], "request-1"),
+                "lease": lease_one,
+                "ack": lambda: outbox.ack(leased[0], 200),
+                "lease again": lease_one,
+                "reschedule": lambda: outbox.reschedule(leased[1], now + 60, "HTTP 503", 503, None),
+                "lease a third": lease_one,
+                "dead letter": lambda: outbox.dead_letter(leased[2], "button_rejected", "rejected", 400, None),
+                "stats": outbox.stats,
+                "key status": lambda: outbox.key_status("backlog-7"),
+            }
+            for name, operation in operations.items():
+                found[name] = await statement_steps(outbox, operation)
+
+        run(state_dir, scenario, max_rows=100_000, max_bytes=1 << 30)
+        return found
+
+    shallow, deep = costs(tmp_path / "shallow", 100), costs(tmp_path / "deep", 20_000)
+    grown = {name: (shallow[name], deep[name]) for name in shallow if deep[name] > 2 * shallow[name] + 5}
+    assert grown == {}, f"steps (x10) with 100 queued vs 20,000 queued: {grown}"
+
+
 def test_order_status_follows_the_rows(tmp_path: Path) -> None:
     async def scenario(outbox: Outbox) -> None:
         assert await outbox.key_status("A") is None
