@@ -253,10 +253,11 @@ def test_get_attribution_answers_from_the_store_a_deep_link_taught(
         assert "user_key: must be one of mpid:<id>" in error.details()
 
 
-def test_rejections_and_batches_over_grpc_are_counted_in_the_pipelines_metrics(
+def test_rejections_batches_and_calls_over_grpc_are_counted_in_the_metrics(
     sidecar: SidecarProcess, stub: Any
 ) -> None:
-    """The same counters as over HTTP (`/metrics` of the same process), unusable payloads included."""
+    """The same counters as over HTTP (`/metrics` of the same process), unusable payloads included, and the
+    gRPC calls by method and status code."""
     unaddressed = purchase("x")
     del unaddressed["data"]["product_action"]["transaction_id"]
     before, stats_before = metric_samples(sidecar.http_url), stub.GetStats(pb.GetStatsRequest(), timeout=10)
@@ -273,6 +274,12 @@ def test_rejections_and_batches_over_grpc_are_counted_in_the_pipelines_metrics(
     assert added("button_sidecar_rejected_events_total", code="invalid_json") == 1
     assert added("button_sidecar_received_batches_total") == 2
     assert stats_after.received_batches == stats_before.received_batches + 2
+    # And the calls themselves, by method and status code (the GetStats before `after` was read included).
+    assert added("button_sidecar_grpc_requests_total", method="Ingest", code="OK") == 1
+    assert added("button_sidecar_grpc_requests_total", method="Ingest", code="INVALID_ARGUMENT") == 1
+    assert added("button_sidecar_grpc_requests_total", method="GetStats", code="OK") == 1
+    assert added("button_sidecar_grpc_request_duration_seconds_count", method="Ingest") == 2
+    assert added("button_sidecar_grpc_request_duration_seconds_sum", method="Ingest") > 0
 
 
 def test_watch_shows_a_batch_coming_in_and_its_order_going_out_without_pii(

@@ -24,6 +24,7 @@ from button_sidecar.server.health import ServingState
 from button_sidecar.server.http_api import HttpIngestServer
 from button_sidecar.server.reachability import ButtonReachability
 from button_sidecar.server.watch import SidecarEvent, WatchHub
+from button_sidecar.telemetry import GrpcServerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class Sidecar:
         grpc_config = config.grpc
         interceptors = [] if grpc_config.auth_token is None else [BearerTokenInterceptor(grpc_config.auth_token)]
         self._server = server = grpc.aio.server(interceptors=interceptors, options=_server_options(grpc_config))
-        add_to_server(servicer, self._state, server)
+        add_to_server(servicer, self._state, server, GrpcServerMetrics(pipeline.registry))
         health_pb2_grpc.add_HealthServicer_to_server(self._state.health, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         self._address = _bind(server, grpc_config)

@@ -6,6 +6,8 @@ released, so no Python message object is built for a batch on the hot path.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
@@ -26,7 +28,7 @@ from button_sidecar.pipeline.offload import run_mapping
 from button_sidecar.server.health import ServingState
 from button_sidecar.server.reachability import ButtonReachability
 from button_sidecar.server.watch import SidecarEvent, WatchHub
-from button_sidecar.telemetry.metrics import DUPLICATE_BATCH, DUPLICATE_ORDER
+from button_sidecar.telemetry.metrics import DUPLICATE_BATCH, DUPLICATE_ORDER, GrpcServerMetrics
 from button_sidecar.v1 import sidecar_pb2 as pb
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Sidecar"].full_name
@@ -231,34 +233,67 @@ async def _abort(context: Any, code: grpc.StatusCode, message: str) -> NoReturn:
     raise AssertionError("context.abort returned")  # it always raises; this line tells the type checker
 
 
-def _unary(state: ServingState, call: Callable[[Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+def _refusal(error: Exception) -> tuple[grpc.StatusCode, str] | None:
+    """The status code and message a pipeline error is answered with; None for anything else (a bug: gRPC
+    answers UNKNOWN)."""
+    if isinstance(error, InvalidArgument):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, OutboxFull):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+    if isinstance(error, PipelineClosed):
+        return grpc.StatusCode.UNAVAILABLE, _DRAINING
+    if isinstance(error, StoreUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, _STORE_DOWN
+    if isinstance(error, StorageUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, str(error)
+    if isinstance(error, StorageCorrupt):
+        return grpc.StatusCode.DATA_LOSS, str(error)
+    return None
+
+
+def _unary(
+    state: ServingState, method: str, call: Callable[[Any], Awaitable[Any]], metrics: GrpcServerMetrics
+) -> Callable[[Any, Any], Awaitable[Any]]:
+    # Resolved once: a labelled child is a locked lookup, and most calls answer OK.
+    answered_ok = metrics.requests.labels(method=method, code=grpc.StatusCode.OK.name)
+    duration = metrics.request_duration.labels(method=method)
+
     async def handle(request: Any, context: Any) -> Any:
-        if state.draining:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, _DRAINING)
+        started = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN  # until known otherwise: what gRPC answers for an unexpected error
         try:
-            return await call(request)
-        except InvalidArgument as error:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except OutboxFull as error:
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-        except PipelineClosed:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, _DRAINING)
-        except StoreUnavailable:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, _STORE_DOWN)
-        except StorageUnavailable as error:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, str(error))
-        except StorageCorrupt as error:
-            await _abort(context, grpc.StatusCode.DATA_LOSS, str(error))
+            if state.draining:
+                code = grpc.StatusCode.UNAVAILABLE
+                await _abort(context, code, _DRAINING)
+            try:
+                response = await call(request)
+            except asyncio.CancelledError:  # the caller went away (or its deadline passed)
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                refusal = _refusal(error)
+                if refusal is None:
+                    raise
+                code, message = refusal
+                await _abort(context, code, message)
+            code = grpc.StatusCode.OK
+            return response
+        finally:
+            counter = (
+                answered_ok if code is grpc.StatusCode.OK else metrics.requests.labels(method=method, code=code.name)
+            )
+            counter.inc()
+            duration.observe(time.perf_counter() - started)
 
     return handle
 
 
-def add_to_server(servicer: SidecarServicer, state: ServingState, server: Any) -> None:
-    """Register the service's methods on a `grpc.aio.Server`."""
+def add_to_server(servicer: SidecarServicer, state: ServingState, server: Any, metrics: GrpcServerMetrics) -> None:
+    """Register the service's methods on a `grpc.aio.Server`; unary calls are counted and timed in `metrics`."""
 
-    def unary(call: Callable[[Any], Awaitable[Any]], request_type: Any, response_type: Any) -> Any:
+    def unary(method: str, call: Callable[[Any], Awaitable[Any]], request_type: Any, response_type: Any) -> Any:
         return grpc.unary_unary_rpc_method_handler(
-            _unary(state, call),
+            _unary(state, method, call, metrics),
             # None hands the handler the raw bytes.
             request_deserializer=None if request_type is bytes else request_type.FromString,
             response_serializer=response_type.SerializeToString,
@@ -271,18 +306,22 @@ def add_to_server(servicer: SidecarServicer, state: ServingState, server: Any) -
             yield event
 
     handlers = {
-        "Ingest": unary(servicer.ingest, bytes, pb.IngestResponse),
-        "IngestBulk": unary(servicer.ingest_bulk, bytes, pb.IngestBulkResponse),
-        "GetOrder": unary(servicer.get_order, pb.GetOrderRequest, pb.OrderStatus),
-        "GetAttribution": unary(servicer.get_attribution, pb.GetAttributionRequest, pb.GetAttributionResponse),
+        "Ingest": unary("Ingest", servicer.ingest, bytes, pb.IngestResponse),
+        "IngestBulk": unary("IngestBulk", servicer.ingest_bulk, bytes, pb.IngestBulkResponse),
+        "GetOrder": unary("GetOrder", servicer.get_order, pb.GetOrderRequest, pb.OrderStatus),
+        "GetAttribution": unary(
+            "GetAttribution", servicer.get_attribution, pb.GetAttributionRequest, pb.GetAttributionResponse
+        ),
         "Watch": grpc.unary_stream_rpc_method_handler(
             watch, request_deserializer=pb.WatchRequest.FromString, response_serializer=pb.WatchEvent.SerializeToString
         ),
-        "ListDeadLetters": unary(servicer.list_dead_letters, pb.ListDeadLettersRequest, pb.ListDeadLettersResponse),
-        "ReplayDeadLetters": unary(
-            servicer.replay_dead_letters, pb.ReplayDeadLettersRequest, pb.ReplayDeadLettersResponse
+        "ListDeadLetters": unary(
+            "ListDeadLetters", servicer.list_dead_letters, pb.ListDeadLettersRequest, pb.ListDeadLettersResponse
         ),
-        "GetStats": unary(servicer.get_stats, pb.GetStatsRequest, pb.Stats),
+        "ReplayDeadLetters": unary(
+            "ReplayDeadLetters", servicer.replay_dead_letters, pb.ReplayDeadLettersRequest, pb.ReplayDeadLettersResponse
+        ),
+        "GetStats": unary("GetStats", servicer.get_stats, pb.GetStatsRequest, pb.Stats),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     # As the generated code does: lets gRPC route registered methods without a Python lookup per call.

@@ -1,5 +1,5 @@
 """Metrics and internal events of the sidecar."""
 
-from button_sidecar.telemetry.metrics import HttpServerMetrics, SidecarMetrics
+from button_sidecar.telemetry.metrics import GrpcServerMetrics, HttpServerMetrics, SidecarMetrics
 
-__all__ = ["HttpServerMetrics", "SidecarMetrics"]
+__all__ = ["GrpcServerMetrics", "HttpServerMetrics", "SidecarMetrics"]

@@ -31,7 +31,7 @@ DEAD_LETTER_REASONS: Final = ("button_rejected", "unknown_order", "invalid_reque
 # Button round trips range from a few ms (sandbox) to the request timeout.
 _DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # An ingest answer waits for an fsync (about a millisecond) and, with `when_full = "block"`, up to its timeout.
-_HTTP_DURATION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_SERVER_DURATION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 def status_class(status: int) -> str:
@@ -163,6 +163,25 @@ class HttpServerMetrics:
             "button_sidecar_http_request_duration_seconds",
             "Time from receiving an HTTP request to its answer, by route (unmatched: other).",
             ["path"],
-            buckets=_HTTP_DURATION_BUCKETS,
+            buckets=_SERVER_DURATION_BUCKETS,
+            registry=registry,
+        )
+
+
+class GrpcServerMetrics:
+    """The gRPC service's metrics (unary calls; `Watch` is a stream), on `registry` (the pipeline's)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "button_sidecar_grpc_requests_total",
+            "gRPC calls answered by the Sidecar service, by method and status code (OK, INVALID_ARGUMENT, ...).",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "button_sidecar_grpc_request_duration_seconds",
+            "Time from a gRPC call reaching its handler to its answer, by method.",
+            ["method"],
+            buckets=_SERVER_DURATION_BUCKETS,
             registry=registry,
         )
