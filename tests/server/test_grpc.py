@@ -253,9 +253,7 @@ def test_get_attribution_answers_from_the_store_a_deep_link_taught(
         assert "user_key: must be one of mpid:<id>" in error.details()
 
 
-def test_rejections_batches_and_calls_over_grpc_are_counted_in_the_metrics(
-    sidecar: SidecarProcess, stub: Any
-) -> None:
+def test_rejections_batches_and_calls_over_grpc_are_counted_in_the_metrics(sidecar: SidecarProcess, stub: Any) -> None:
     """The same counters as over HTTP (`/metrics` of the same process), unusable payloads included, and the
     gRPC calls by method and status code."""
     unaddressed = purchase("x")
