@@ -258,6 +258,56 @@ def test_no_operation_of_a_running_outbox_costs_more_with_a_deeper_queue(tmp_pat
     assert grown == {}, f"steps (x10) with 100 queued vs 20,000 queued: {grown}"
 
 
+def test_a_lease_during_an_outage_reads_none_of_the_rows_waiting_behind_their_heads(tmp_path: Path) -> None:
+    # Button down: every order's first request failed and waits for its retry, the rest of each order waits
+    # behind it. Each ingest wakes the delivery, and each of its leases once read every one of those rows.
+    def lease_steps(state_dir: Path, orders: int) -> int:
+        steps = [0]
+
+        async def scenario(outbox: Outbox) -> None:
+            await outbox.enqueue(
+                [item(f"order-{i}", kind=kind) for i in range(orders) for kind in ("create_order", "update_order")]
+            )
+            heads, _ = await outbox.lease(orders)
+            assert len(heads) == orders
+            retry_at = time.time() + 60
+            await asyncio.gather(*(outbox.reschedule(row.seq, retry_at, "HTTP 503", 503, None) for row in heads))
+            leased: list[object] = []
+
+            async def lease() -> None:
+                rows, next_due = await outbox.lease(64)
+                leased.extend(rows)
+                assert next_due == retry_at  # found without reading the waiting rows either
+
+            steps[0] = await statement_steps(outbox, lease)
+            assert leased == []
+
+        run(state_dir, scenario, max_rows=100_000, max_bytes=1 << 30)
+        return steps[0]
+
+    shallow, deep = lease_steps(tmp_path / "shallow", 50), lease_steps(tmp_path / "deep", 5_000)
+    assert deep <= 2 * shallow + 5, (shallow, deep)
+
+
+def test_the_request_behind_a_head_that_left_the_queue_is_due_at_once(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        a1, a2, a3 = (await outbox.enqueue([item("A"), item("A", kind="update_order"), item("A")])).seqs
+        assert a1 is not None and a2 is not None
+        assert await leased_keys(outbox) == [(a1, "A")]
+        await outbox.dead_letter(a1, "button_rejected", "rejected", 400, None)
+        assert await leased_keys(outbox) == [(a2, "A")]  # dead: no longer the head
+        await outbox.ack(a2, 200)
+        assert await leased_keys(outbox) == [(a3, "A")]
+        # A key whose only rows are dead letters: a new request is its head at once.
+        (b1,) = (await outbox.enqueue([item("B")])).seqs
+        assert b1 is not None and await leased_keys(outbox) == [(b1, "B")]
+        await outbox.dead_letter(b1, "button_rejected", "rejected", 400, None)
+        (b2,) = (await outbox.enqueue([item("B", kind="update_order")])).seqs
+        assert await leased_keys(outbox) == [(b2, "B")]
+
+    run(tmp_path, scenario)
+
+
 def test_order_status_follows_the_rows(tmp_path: Path) -> None:
     async def scenario(outbox: Outbox) -> None:
         assert await outbox.key_status("A") is None

@@ -101,6 +101,10 @@ _IS_HEAD = (
     "(SELECT MIN(h.seq) FROM outbox AS h WHERE h.order_key = o.order_key AND h.state != 'dead'))"
 )
 _PENDING = "state IN ('queued', 'in_flight')"
+# The `next_attempt_at` of a row queued behind the head of its key: out of the due range, so a lease never
+# visits it (in an outage every head waits for its retry and each lease would read every row behind one).
+# Only non-head rows carry it; the row that becomes its key's head gets a real time (`_promote_next`).
+_BEHIND_HEAD = 1e18
 # Named, because left to itself the planner picks `outbox_due` (state=?) and reads every pending row: 30 ms at
 # 200,000 rows, every second (the delivery gauges, the health monitor), on the thread every enqueue waits for.
 OLDEST_PENDING_SQL = f"SELECT MIN(created_at) FROM outbox INDEXED BY outbox_pending_age WHERE {_PENDING}"
@@ -362,8 +366,9 @@ class Outbox:
                 continue
             cursor = conn.execute(
                 "INSERT INTO outbox (order_key, dedupe_key, kind, method, path, body, created_at, cycle_started_at,"
-                " next_attempt_at, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
-                (item.order_key, item.dedupe_key, item.kind, item.method, item.path, item.body, now, now, now, now),
+                " next_attempt_at, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, CASE WHEN EXISTS"
+                " (SELECT 1 FROM outbox WHERE order_key = ?1 AND state != 'dead') THEN ?8 ELSE ?7 END, 'queued', ?7)",
+                (item.order_key, item.dedupe_key, item.kind, item.method, item.path, item.body, now, _BEHIND_HEAD),
             )
             seqs.append(cursor.lastrowid)
             counts[0] += 1
@@ -396,8 +401,9 @@ class Outbox:
             next_due = None
             if len(rows) < limit:
                 found = conn.execute(
-                    f"SELECT o.next_attempt_at FROM outbox AS o WHERE o.state = 'queued' AND {_IS_HEAD} "
-                    "ORDER BY o.next_attempt_at LIMIT 1"
+                    "SELECT o.next_attempt_at FROM outbox AS o WHERE o.state = 'queued' AND o.next_attempt_at < ? "
+                    f"AND {_IS_HEAD} ORDER BY o.next_attempt_at LIMIT 1",
+                    (_BEHIND_HEAD,),
                 ).fetchone()
                 next_due = None if found is None else float(found[0])
             return [OutboxRow(*r) for r in rows], next_due
@@ -435,6 +441,7 @@ class Outbox:
                 return 0, 0
             conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
             if row["order_key"] is not None:
+                _promote_next(conn, row["order_key"], now)
                 _record_outcome(
                     conn, row["order_key"], "delivered", row["kind"], row["attempts"] + 1, status, None, now
                 )
@@ -479,6 +486,7 @@ class Outbox:
                 (reason, error, status, response, now, seq),
             )
             if row["order_key"] is not None:
+                _promote_next(conn, row["order_key"], now)
                 _record_outcome(conn, row["order_key"], "dead", row["kind"], row["attempts"] + 1, status, error, now)
             return -1, -_body_size(row["body"])
 
@@ -629,6 +637,15 @@ def _count(counts: list[int], change: tuple[int, int]) -> tuple[int, int]:
     counts[0] += change[0]
     counts[1] += change[1]
     return change
+
+
+def _promote_next(conn: sqlite3.Connection, key: str, now: float) -> None:
+    """After `key`'s head left the queue (delivered or dead): its next row, if it waited behind it, is due now."""
+    conn.execute(
+        "UPDATE outbox SET next_attempt_at = ? WHERE next_attempt_at = ? AND seq ="
+        " (SELECT MIN(seq) FROM outbox WHERE order_key = ? AND state != 'dead')",
+        (now, _BEHIND_HEAD, key),
+    )
 
 
 def _record_outcome(
