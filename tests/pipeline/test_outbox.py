@@ -308,6 +308,33 @@ def test_the_request_behind_a_head_that_left_the_queue_is_due_at_once(tmp_path: 
     run(tmp_path, scenario)
 
 
+def test_rows_queued_by_an_earlier_version_behind_their_head_are_set_aside_once_on_open(tmp_path: Path) -> None:
+    async def queue(outbox: Outbox) -> None:
+        await outbox.enqueue([item("A"), item("A", kind="update_order"), item("B")])
+
+    run(tmp_path, queue)
+    with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:  # as the earlier version left them: all due now
+        conn.execute("UPDATE outbox SET next_attempt_at = created_at")
+        conn.execute("PRAGMA user_version = 0")
+    conn.close()
+
+    async def reopened(outbox: Outbox) -> None:
+        with sqlite3.connect(outbox.path) as conn:
+            set_aside = conn.execute("SELECT order_key, kind FROM outbox WHERE next_attempt_at > created_at + 1e9")
+            assert set_aside.fetchall() == [("A", "update_order")]  # out of the due range, the heads are not
+        conn.close()
+        rows, _ = await outbox.lease(10)
+        assert [(row.order_key, row.kind) for row in rows] == [("A", "create_order"), ("B", "create_order")]
+        await outbox.ack(rows[0].seq, 200)
+        again, _ = await outbox.lease(10)
+        assert [(row.order_key, row.kind) for row in again] == [("A", "update_order")]
+
+    run(tmp_path, reopened)
+    with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+
+
 def test_order_status_follows_the_rows(tmp_path: Path) -> None:
     async def scenario(outbox: Outbox) -> None:
         assert await outbox.key_status("A") is None

@@ -105,6 +105,8 @@ _PENDING = "state IN ('queued', 'in_flight')"
 # visits it (in an outage every head waits for its retry and each lease would read every row behind one).
 # Only non-head rows carry it; the row that becomes its key's head gets a real time (`_promote_next`).
 _BEHIND_HEAD = 1e18
+# `PRAGMA user_version` of the file: 1 once every row behind its head carries `_BEHIND_HEAD`.
+_USER_VERSION = 1
 # Named, because left to itself the planner picks `outbox_due` (state=?) and reads every pending row: 30 ms at
 # 200,000 rows, every second (the delivery gauges, the health monitor), on the thread every enqueue waits for.
 OLDEST_PENDING_SQL = f"SELECT MIN(created_at) FROM outbox INDEXED BY outbox_pending_age WHERE {_PENDING}"
@@ -232,6 +234,13 @@ class Outbox:
 
     def _recover(self, conn: sqlite3.Connection) -> int:
         requeued = conn.execute("UPDATE outbox SET state = 'queued' WHERE state = 'in_flight'").rowcount
+        if conn.execute("PRAGMA user_version").fetchone()[0] < _USER_VERSION:
+            # Queued by a version that left rows behind their head in the due range: set them aside, once.
+            conn.execute(
+                f"UPDATE outbox AS o SET next_attempt_at = ? WHERE o.state = 'queued' AND NOT {_IS_HEAD}",
+                (_BEHIND_HEAD,),
+            )
+            conn.execute(f"PRAGMA user_version = {_USER_VERSION}")
         row = conn.execute(f"SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox WHERE {_PENDING}").fetchone()
         self._pending_rows, self._pending_bytes = int(row[0]), int(row[1])
         return requeued
