@@ -305,24 +305,19 @@ def add_to_server(servicer: SidecarServicer, state: ServingState, server: Any, m
         async for event in servicer.watch(request):
             yield event
 
-    handlers = {
-        "Ingest": unary("Ingest", servicer.ingest, bytes, pb.IngestResponse),
-        "IngestBulk": unary("IngestBulk", servicer.ingest_bulk, bytes, pb.IngestBulkResponse),
-        "GetOrder": unary("GetOrder", servicer.get_order, pb.GetOrderRequest, pb.OrderStatus),
-        "GetAttribution": unary(
-            "GetAttribution", servicer.get_attribution, pb.GetAttributionRequest, pb.GetAttributionResponse
-        ),
-        "Watch": grpc.unary_stream_rpc_method_handler(
-            watch, request_deserializer=pb.WatchRequest.FromString, response_serializer=pb.WatchEvent.SerializeToString
-        ),
-        "ListDeadLetters": unary(
-            "ListDeadLetters", servicer.list_dead_letters, pb.ListDeadLettersRequest, pb.ListDeadLettersResponse
-        ),
-        "ReplayDeadLetters": unary(
-            "ReplayDeadLetters", servicer.replay_dead_letters, pb.ReplayDeadLettersRequest, pb.ReplayDeadLettersResponse
-        ),
-        "GetStats": unary("GetStats", servicer.get_stats, pb.GetStatsRequest, pb.Stats),
+    unary_methods: dict[str, tuple[Callable[[Any], Awaitable[Any]], Any, Any]] = {
+        "Ingest": (servicer.ingest, bytes, pb.IngestResponse),
+        "IngestBulk": (servicer.ingest_bulk, bytes, pb.IngestBulkResponse),
+        "GetOrder": (servicer.get_order, pb.GetOrderRequest, pb.OrderStatus),
+        "GetAttribution": (servicer.get_attribution, pb.GetAttributionRequest, pb.GetAttributionResponse),
+        "ListDeadLetters": (servicer.list_dead_letters, pb.ListDeadLettersRequest, pb.ListDeadLettersResponse),
+        "ReplayDeadLetters": (servicer.replay_dead_letters, pb.ReplayDeadLettersRequest, pb.ReplayDeadLettersResponse),
+        "GetStats": (servicer.get_stats, pb.GetStatsRequest, pb.Stats),
     }
+    handlers = {method: unary(method, *spec) for method, spec in unary_methods.items()}
+    handlers["Watch"] = grpc.unary_stream_rpc_method_handler(
+        watch, request_deserializer=pb.WatchRequest.FromString, response_serializer=pb.WatchEvent.SerializeToString
+    )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     # As the generated code does: lets gRPC route registered methods without a Python lookup per call.
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
