@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from button_sidecar.pipeline.outbox import OLDEST_PENDING_SQL, Outbox, OutboxFull, OutboxLocked
 from button_sidecar.pipeline.records import OutboxItem
+from button_sidecar.pipeline.sqlite import DELETE_CHUNK_ROWS
 
 
 def item(key: str | None, body: bytes = b"{}", kind: str = "create_order", dedupe: str | None = None) -> OutboxItem:
@@ -333,6 +334,29 @@ def test_rows_queued_by_an_earlier_version_behind_their_head_are_set_aside_once_
     with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     conn.close()
+
+
+def test_expired_dedupe_keys_are_deleted_a_chunk_per_write(tmp_path: Path) -> None:
+    clock = [1000.0]
+    old = DELETE_CHUNK_ROWS * 2 + 50
+
+    def seen_keys(outbox: Outbox) -> int:
+        with sqlite3.connect(outbox.path) as conn:
+            count = int(conn.execute("SELECT COUNT(*) FROM seen_batches").fetchone()[0])
+        conn.close()
+        return count
+
+    async def scenario(outbox: Outbox) -> None:
+        await outbox.enqueue_many([([], f"request-{i}") for i in range(old)])
+        clock[0] += 120.0  # past the dedupe window: all expired
+        remaining = []
+        for i in range(4):
+            await outbox.enqueue([], f"later-{i}")
+            remaining.append(seen_keys(outbox) - (i + 1))
+        # A chunk at a time (each write carries at most one), on until none is left.
+        assert remaining == [old - DELETE_CHUNK_ROWS, old - 2 * DELETE_CHUNK_ROWS, 0, 0]
+
+    run(tmp_path, scenario, dedupe_window_secs=60.0, clock=lambda: clock[0])
 
 
 def test_order_status_follows_the_rows(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from button_sidecar.pipeline.sqlite import SqliteDatabase, StorageError
+from button_sidecar.pipeline.sqlite import DELETE_CHUNK_ROWS, SqliteDatabase, StorageError
 
 
 @asynccontextmanager
@@ -84,5 +84,21 @@ def test_a_quick_read_that_sqlite_would_make_wait_goes_to_the_database_thread(tm
 
             assert await db.read_quick(busy_on_the_loop) == 1
             assert threads[0] == loop_thread and threads[1] != loop_thread
+
+    asyncio.run(scenario())
+
+
+def test_delete_all_deletes_a_chunk_per_transaction_and_lets_other_writes_in_between(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with opened(tmp_path) as db:
+            expired = 2 * DELETE_CHUNK_ROWS + 50
+            await db.executemany("INSERT INTO t VALUES (?)", [(0,)] * expired + [(1,)] * 10)
+            purge = asyncio.create_task(db.delete_all("t", "v = ?", (0,)))
+            await asyncio.sleep(0)  # its first chunk is on the database thread's queue
+            await db.execute("INSERT INTO t VALUES (2)")  # queued behind that chunk, ahead of the next one
+            assert not purge.done()
+            assert await purge == expired
+            rows = await db.read(lambda conn: conn.execute("SELECT v, COUNT(*) FROM t GROUP BY v").fetchall())
+            assert [tuple(row) for row in rows] == [(1, 10), (2, 1)]
 
     asyncio.run(scenario())

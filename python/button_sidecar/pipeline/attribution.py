@@ -120,6 +120,4 @@ class SqliteAttributionStore(SqliteStore):
 
     async def purge(self, now_ms: int) -> int:
         cutoff = now_ms - self._window_ms
-        return await self._db.write(
-            lambda conn: conn.execute("DELETE FROM attributions WHERE timestamp_ms <= ?", (cutoff,)).rowcount
-        )
+        return await self._db.delete_all("attributions", "timestamp_ms <= ?", (cutoff,))

@@ -131,6 +131,4 @@ class SqliteOrderLedger(SqliteStore):
 
     async def purge(self) -> int:
         cutoff = self._clock() - self._retention_secs
-        return await self._db.write(
-            lambda conn: conn.execute("DELETE FROM orders WHERE updated_at < ?", (cutoff,)).rowcount
-        )
+        return await self._db.delete_all("orders", "updated_at < ?", (cutoff,))

@@ -28,10 +28,12 @@ from button_sidecar.pipeline.records import (
     RowState,
 )
 from button_sidecar.pipeline.sqlite import (
+    DELETE_CHUNK_ROWS,
     SqliteDatabase,
     StorageCorrupt,
     StorageError,
     StorageUnavailable,
+    delete_chunk,
 )
 
 __all__ = [
@@ -110,7 +112,7 @@ _USER_VERSION = 1
 # Named, because left to itself the planner picks `outbox_due` (state=?) and reads every pending row: 30 ms at
 # 200,000 rows, every second (the delivery gauges, the health monitor), on the thread every enqueue waits for.
 OLDEST_PENDING_SQL = f"SELECT MIN(created_at) FROM outbox INDEXED BY outbox_pending_age WHERE {_PENDING}"
-_PRUNE_INTERVAL_SECS = 60.0
+_PRUNE_INTERVAL_SECS = 1.0
 
 
 class OutboxFull(Exception):
@@ -187,6 +189,7 @@ class Outbox:
         self._group_joined = self._group_left = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_prune = 0.0
+        self._prune_more = False  # the last prune deleted a full chunk: the next group goes on
         # Replaced on every release of room, so a waiter never misses a wake-up that raced its check.
         self._room = asyncio.Event()
         self._work_listeners: list[Callable[[], None]] = []
@@ -310,9 +313,11 @@ class Outbox:
         now = self._clock()
         self._group_counts = [self._pending_rows, self._pending_bytes]
         self._group_joined = self._group_left = False
-        if now - self._last_prune >= _PRUNE_INTERVAL_SECS:
-            conn.execute("DELETE FROM seen_batches WHERE seen_at < ?", (now - self._dedupe_window_secs,))
-            conn.execute("DELETE FROM order_status WHERE updated_at < ?", (now - self._status_retention_secs,))
+        if self._prune_more or now - self._last_prune >= _PRUNE_INTERVAL_SECS:
+            # A chunk per group while more are due: no group carries a whole interval's expired rows.
+            seen = delete_chunk(conn, "seen_batches", "seen_at < ?", (now - self._dedupe_window_secs,))
+            done = delete_chunk(conn, "order_status", "updated_at < ?", (now - self._status_retention_secs,))
+            self._prune_more = DELETE_CHUNK_ROWS in (seen, done)
             self._last_prune = now
 
     def _publish_group(self) -> None:

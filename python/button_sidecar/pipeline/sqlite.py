@@ -38,6 +38,19 @@ _PASSING: Final = frozenset(
     {_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_NOMEM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL}
 )
 _DAMAGED: Final = frozenset({_SQLITE_CORRUPT, _SQLITE_NOTADB})
+# Expired rows are deleted this many per statement: a write queued behind a purge on the database thread (an
+# ingest's durable write among them) waits for one chunk, not for a day's worth of expired rows.
+DELETE_CHUNK_ROWS: Final = 200
+
+
+def delete_chunk(conn: sqlite3.Connection, table: str, condition: str, params: Sequence[object]) -> int:
+    """Delete up to `DELETE_CHUNK_ROWS` rows of `table` matching `condition` (a rowid table); returns how many."""
+    return int(
+        conn.execute(
+            f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {condition} LIMIT ?)",
+            (*params, DELETE_CHUNK_ROWS),
+        ).rowcount
+    )
 
 
 class StorageError(Exception):
@@ -307,6 +320,16 @@ class SqliteDatabase:
     async def executemany(self, sql: str, rows: Iterable[Sequence[object]], *, durable: bool = True) -> None:
         """`execute` once per row, all in one grouped write."""
         await self.write_grouped(lambda conn: conn.executemany(sql, rows).close(), durable=durable)
+
+    async def delete_all(self, table: str, condition: str, params: Sequence[object]) -> int:
+        """Delete every row of `table` matching `condition`, one chunk (`delete_chunk`) per transaction, so that
+        other writes run in between; returns how many."""
+        total = 0
+        while True:
+            deleted = await self.write(lambda conn: delete_chunk(conn, table, condition, params))
+            total += deleted
+            if deleted < DELETE_CHUNK_ROWS:
+                return total
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read-only `fn` on the database thread."""
