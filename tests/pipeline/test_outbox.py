@@ -349,12 +349,16 @@ def test_expired_dedupe_keys_are_deleted_a_chunk_per_write(tmp_path: Path) -> No
     async def scenario(outbox: Outbox) -> None:
         await outbox.enqueue_many([([], f"request-{i}") for i in range(old)])
         clock[0] += 120.0  # past the dedupe window: all expired
+        # The newest of them is not reached by the first chunk: sent again, it is a new batch all the same.
+        assert not (await outbox.enqueue([], f"request-{old - 1}")).duplicate_batch
+        assert seen_keys(outbox) == old - DELETE_CHUNK_ROWS
         remaining = []
         for i in range(4):
             await outbox.enqueue([], f"later-{i}")
             remaining.append(seen_keys(outbox) - (i + 1))
-        # A chunk at a time (each write carries at most one), on until none is left.
-        assert remaining == [old - DELETE_CHUNK_ROWS, old - 2 * DELETE_CHUNK_ROWS, 0, 0]
+        # A chunk at a time (each write carries at most one), on until none is left; `request-{old - 1}`, seen
+        # again just now, stays.
+        assert remaining == [old - 2 * DELETE_CHUNK_ROWS, 1, 1, 1]
 
     run(tmp_path, scenario, dedupe_window_secs=60.0, clock=lambda: clock[0])
 

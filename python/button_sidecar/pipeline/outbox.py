@@ -361,13 +361,14 @@ class Outbox:
         counts: list[int],
     ) -> EnqueueResult:
         if batch_key is not None:
-            seen = conn.execute(
-                "SELECT 1 FROM seen_batches WHERE batch_key = ? AND seen_at >= ?",
-                (batch_key, now - self._dedupe_window_secs),
-            ).fetchone()
-            if seen is not None:
+            # Writes the key unless it was seen within the window: nothing changed means a repeat.
+            fresh = conn.execute(
+                "INSERT INTO seen_batches (batch_key, seen_at) VALUES (?1, ?2) ON CONFLICT (batch_key)"
+                " DO UPDATE SET seen_at = excluded.seen_at WHERE seen_batches.seen_at < ?3",
+                (batch_key, now, now - self._dedupe_window_secs),
+            ).rowcount
+            if not fresh:
                 return EnqueueResult(duplicate_batch=True, seqs=())
-            conn.execute("INSERT OR REPLACE INTO seen_batches (batch_key, seen_at) VALUES (?, ?)", (batch_key, now))
         seqs: list[int | None] = []
         for item in items:
             if (
