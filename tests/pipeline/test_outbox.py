@@ -195,7 +195,7 @@ def test_the_oldest_pending_age_skips_dead_letters_and_reads_one_index_entry(tmp
         assert seqs[0] is not None
         await outbox.dead_letter(seqs[0], "button_rejected", "rejected", 400, None)
         assert (await outbox.stats()).oldest_age_secs == 200.0  # B's, queued at 200; it is 400 now
-        # Read every second (gauges, /metrics, health) on the thread enqueues wait for, so it must not visit
+        # Read every second (delivery gauges, health monitor) on the thread enqueues wait for: it must not visit
         # the pending rows: the planner would (via `outbox_due`) if the query did not name its index.
         with sqlite3.connect(outbox.path) as conn:
             plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + OLDEST_PENDING_SQL))
