@@ -161,6 +161,7 @@ def test_dead_letters_are_listed_replayed_in_their_place_and_purged(tmp_path: Pa
         await outbox.lease(10)
         await outbox.dead_letter(a1, "button_rejected", "rejected: button_rejected", 400, "total: must be an integer")
         await outbox.dead_letter(b1, "unknown_order", "rejected: unknown_order", 404, "Order not found")
+        assert (await outbox.stats()).dead == 2
         letters = await outbox.dead_letters()
         assert [(d.seq, d.reason, d.last_status, d.last_response, d.attempts) for d in letters] == [
             (a1, "button_rejected", 400, "total: must be an integer", 1),
@@ -170,6 +171,7 @@ def test_dead_letters_are_listed_replayed_in_their_place_and_purged(tmp_path: Pa
         assert status is not None and (status.state, status.pending, status.dead) == ("queued", 1, 1)
         # Replayed before A2 went out, A1 keeps its place at the head of A.
         assert await outbox.replay([a1]) == 1
+        assert (await outbox.stats()).dead == 1
         assert [seq for seq, _ in await leased_keys(outbox)] == [a1]
         replayed = await outbox.key_status("A")
         assert replayed is not None and replayed.attempts == 0
@@ -259,6 +261,32 @@ def test_no_operation_of_a_running_outbox_costs_more_with_a_deeper_queue(tmp_pat
     assert grown == {}, f"steps (x10) with 100 queued vs 20,000 queued: {grown}"
 
 
+def test_the_statistics_cost_the_same_with_many_dead_letters(tmp_path: Path) -> None:
+    # E.g. a wrong API key for a day: every request dead-lettered at once, until someone replays them.
+    def stats_steps(state_dir: Path, dead: int) -> int:
+        steps = [0]
+
+        async def scenario(outbox: Outbox) -> None:
+            await outbox.enqueue([item(f"order-{i}") for i in range(dead)])
+            rows, _ = await outbox.lease(dead)
+            await asyncio.gather(
+                *(outbox.dead_letter(row.seq, "button_rejected", "HTTP 401", 401, None) for row in rows)
+            )
+            stats: list[int] = []
+
+            async def read() -> None:
+                stats.append((await outbox.stats()).dead)
+
+            steps[0] = await statement_steps(outbox, read)
+            assert stats == [dead]
+
+        run(state_dir, scenario, max_rows=100_000, max_bytes=1 << 30)
+        return steps[0]
+
+    shallow, deep = stats_steps(tmp_path / "shallow", 50), stats_steps(tmp_path / "deep", 5_000)
+    assert deep <= 2 * shallow + 5, (shallow, deep)
+
+
 def test_a_lease_during_an_outage_reads_none_of_the_rows_waiting_behind_their_heads(tmp_path: Path) -> None:
     # Button down: every order's first request failed and waits for its retry, the rest of each order waits
     # behind it. Each ingest wakes the delivery, and each of its leases once read every one of those rows.
@@ -309,13 +337,16 @@ def test_the_request_behind_a_head_that_left_the_queue_is_due_at_once(tmp_path: 
     run(tmp_path, scenario)
 
 
-def test_rows_queued_by_an_earlier_version_behind_their_head_are_set_aside_once_on_open(tmp_path: Path) -> None:
+def test_a_file_of_an_earlier_version_is_brought_up_to_date_once_on_open(tmp_path: Path) -> None:
     async def queue(outbox: Outbox) -> None:
-        await outbox.enqueue([item("A"), item("A", kind="update_order"), item("B")])
+        await outbox.enqueue([item("A"), item("A", kind="update_order"), item("B"), item("C")])
 
     run(tmp_path, queue)
-    with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:  # as the earlier version left them: all due now
+    with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:
+        # As the earlier version left them: rows behind their head due now, dead letters not counted.
         conn.execute("UPDATE outbox SET next_attempt_at = created_at")
+        conn.execute("UPDATE outbox SET state = 'dead' WHERE order_key = 'C'")
+        conn.execute("DELETE FROM counters")
         conn.execute("PRAGMA user_version = 0")
     conn.close()
 
@@ -324,6 +355,7 @@ def test_rows_queued_by_an_earlier_version_behind_their_head_are_set_aside_once_
             set_aside = conn.execute("SELECT order_key, kind FROM outbox WHERE next_attempt_at > created_at + 1e9")
             assert set_aside.fetchall() == [("A", "update_order")]  # out of the due range, the heads are not
         conn.close()
+        assert (await outbox.stats()).dead == 1  # C, counted once on open
         rows, _ = await outbox.lease(10)
         assert [(row.order_key, row.kind) for row in rows] == [("A", "create_order"), ("B", "create_order")]
         await outbox.ack(rows[0].seq, 200)
@@ -332,7 +364,7 @@ def test_rows_queued_by_an_earlier_version_behind_their_head_are_set_aside_once_
 
     run(tmp_path, reopened)
     with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
 
 

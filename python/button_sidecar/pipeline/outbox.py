@@ -107,8 +107,9 @@ _PENDING = "state IN ('queued', 'in_flight')"
 # visits it (in an outage every head waits for its retry and each lease would read every row behind one).
 # Only non-head rows carry it; the row that becomes its key's head gets a real time (`_promote_next`).
 _BEHIND_HEAD = 1e18
-# `PRAGMA user_version` of the file: 1 once every row behind its head carries `_BEHIND_HEAD`.
-_USER_VERSION = 1
+# `PRAGMA user_version` of the file: 1 once every row behind its head carries `_BEHIND_HEAD`, 2 once dead
+# letters are counted in `counters` (not by a scan of them on every read of the statistics).
+_USER_VERSION = 2
 # Named, because left to itself the planner picks `outbox_due` (state=?) and reads every pending row: 30 ms at
 # 200,000 rows, every second (the delivery gauges, the health monitor), on the thread every enqueue waits for.
 OLDEST_PENDING_SQL = f"SELECT MIN(created_at) FROM outbox INDEXED BY outbox_pending_age WHERE {_PENDING}"
@@ -237,12 +238,18 @@ class Outbox:
 
     def _recover(self, conn: sqlite3.Connection) -> int:
         requeued = conn.execute("UPDATE outbox SET state = 'queued' WHERE state = 'in_flight'").rowcount
-        if conn.execute("PRAGMA user_version").fetchone()[0] < _USER_VERSION:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < 1:
             # Queued by a version that left rows behind their head in the due range: set them aside, once.
             conn.execute(
                 f"UPDATE outbox AS o SET next_attempt_at = ? WHERE o.state = 'queued' AND NOT {_IS_HEAD}",
                 (_BEHIND_HEAD,),
             )
+        if version < 2:
+            conn.execute(
+                "INSERT OR REPLACE INTO counters (name, value) SELECT 'dead', COUNT(*) FROM outbox WHERE state = 'dead'"
+            )
+        if version < _USER_VERSION:
             conn.execute(f"PRAGMA user_version = {_USER_VERSION}")
         row = conn.execute(f"SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox WHERE {_PENDING}").fetchone()
         self._pending_rows, self._pending_bytes = int(row[0]), int(row[1])
@@ -460,10 +467,7 @@ class Outbox:
                 _record_outcome(
                     conn, row["order_key"], "delivered", row["kind"], row["attempts"] + 1, status, None, now
                 )
-            conn.execute(
-                "INSERT INTO counters (name, value) VALUES ('delivered', 1) "
-                "ON CONFLICT (name) DO UPDATE SET value = value + 1"
-            )
+            _add_to_counter(conn, "delivered", 1)
             return -1, -_body_size(row["body"])
 
         # Not waited onto the disk: a lost acknowledgement only means the request is sent again (Button
@@ -495,11 +499,14 @@ class Outbox:
             row = conn.execute("SELECT order_key, kind, attempts, body FROM outbox WHERE seq = ?", (seq,)).fetchone()
             if row is None:
                 return 0, 0
-            conn.execute(
+            died = conn.execute(
                 "UPDATE outbox SET state = 'dead', attempts = attempts + 1, dead_reason = ?, last_error = ?,"
-                " last_status = ?, last_response = ?, updated_at = ? WHERE seq = ?",
+                " last_status = ?, last_response = ?, updated_at = ? WHERE seq = ? AND state != 'dead'",
                 (reason, error, status, response, now, seq),
-            )
+            ).rowcount
+            if not died:
+                return 0, 0
+            _add_to_counter(conn, "dead", 1)
             if row["order_key"] is not None:
                 _promote_next(conn, row["order_key"], now)
                 _record_outcome(conn, row["order_key"], "dead", row["kind"], row["attempts"] + 1, status, error, now)
@@ -579,20 +586,19 @@ class Outbox:
         now = self._clock()
 
         def stats(conn: sqlite3.Connection) -> OutboxStats:
-            # Counting the queued rows would scan them all (a backlog of millions, every second, for the
-            # gauges); the pending total is kept, so only the few in flight and the dead letters are counted.
-            count = "SELECT COUNT(*) FROM outbox WHERE state = ?"
-            in_flight = int(conn.execute(count, ("in_flight",)).fetchone()[0])
-            dead = int(conn.execute(count, ("dead",)).fetchone()[0])
+            # Counting the queued rows or the dead letters would scan them all (millions after a long outage,
+            # every second, for the gauges): the pending totals are kept in memory, delivered and dead in
+            # `counters`; only the few in flight are counted.
+            in_flight = int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'in_flight'").fetchone()[0])
             oldest = conn.execute(OLDEST_PENDING_SQL).fetchone()[0]
-            delivered = conn.execute("SELECT value FROM counters WHERE name = 'delivered'").fetchone()
+            counters = dict(conn.execute("SELECT name, value FROM counters WHERE name IN ('delivered', 'dead')"))
             return OutboxStats(
                 queued=self._pending_rows - in_flight,
                 in_flight=in_flight,
-                dead=dead,
+                dead=int(counters.get("dead", 0)),
                 pending_bytes=self._pending_bytes,
                 oldest_age_secs=0.0 if oldest is None else max(0.0, now - oldest),
-                delivered=0 if delivered is None else int(delivered[0]),
+                delivered=int(counters.get("delivered", 0)),
             )
 
         return await self._db.read(stats)
@@ -626,6 +632,7 @@ class Outbox:
                 f" cycle_started_at = ?, updated_at = ? WHERE {where}",
                 (now, now, now, *args),
             )
+            _add_to_counter(conn, "dead", -int(count))
             return int(count), int(nbytes)
 
         replayed, _ = await self._commit(replay)
@@ -636,7 +643,9 @@ class Outbox:
 
         def purge(conn: sqlite3.Connection) -> int:
             where, args = self._dead_selection(seqs)
-            return int(conn.execute(f"DELETE FROM outbox WHERE {where}", args).rowcount)
+            deleted = int(conn.execute(f"DELETE FROM outbox WHERE {where}", args).rowcount)
+            _add_to_counter(conn, "dead", -deleted)
+            return deleted
 
         return await self._db.write(purge)
 
@@ -652,6 +661,13 @@ def _count(counts: list[int], change: tuple[int, int]) -> tuple[int, int]:
     counts[0] += change[0]
     counts[1] += change[1]
     return change
+
+
+def _add_to_counter(conn: sqlite3.Connection, name: str, change: int) -> None:
+    conn.execute(
+        "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = value + ?2",
+        (name, change),
+    )
 
 
 def _promote_next(conn: sqlite3.Connection, key: str, now: float) -> None:
