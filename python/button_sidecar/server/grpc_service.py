@@ -260,10 +260,25 @@ def _unary(
 
     async def handle(request: Any, context: Any) -> Any:
         started = time.perf_counter()
+        recorded = False
+
+        def record(code: grpc.StatusCode) -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                counter = (
+                    answered_ok
+                    if code is grpc.StatusCode.OK
+                    else metrics.requests.labels(method=method, code=code.name)
+                )
+                counter.inc()
+                duration.observe(time.perf_counter() - started)
+
         code = grpc.StatusCode.UNKNOWN  # until known otherwise: what gRPC answers for an unexpected error
         try:
             if state.draining:
                 code = grpc.StatusCode.UNAVAILABLE
+                record(code)  # before `abort`: it sends the answer at once, a scrape right after must see it
                 await _abort(context, code, _DRAINING)
             try:
                 response = await call(request)
@@ -275,15 +290,12 @@ def _unary(
                 if refusal is None:
                     raise
                 code, message = refusal
+                record(code)
                 await _abort(context, code, message)
             code = grpc.StatusCode.OK
             return response
         finally:
-            counter = (
-                answered_ok if code is grpc.StatusCode.OK else metrics.requests.labels(method=method, code=code.name)
-            )
-            counter.inc()
-            duration.observe(time.perf_counter() - started)
+            record(code)
 
     return handle
 
