@@ -260,42 +260,32 @@ def _unary(
 
     async def handle(request: Any, context: Any) -> Any:
         started = time.perf_counter()
-        recorded = False
-
-        def record(code: grpc.StatusCode) -> None:
-            nonlocal recorded
-            if not recorded:
-                recorded = True
-                counter = (
-                    answered_ok
-                    if code is grpc.StatusCode.OK
-                    else metrics.requests.labels(method=method, code=code.name)
-                )
-                counter.inc()
-                duration.observe(time.perf_counter() - started)
-
         code = grpc.StatusCode.UNKNOWN  # until known otherwise: what gRPC answers for an unexpected error
+        refusal: tuple[grpc.StatusCode, str] | None = None
         try:
             if state.draining:
-                code = grpc.StatusCode.UNAVAILABLE
-                record(code)  # before `abort`: it sends the answer at once, a scrape right after must see it
-                await _abort(context, code, _DRAINING)
-            try:
-                response = await call(request)
-            except asyncio.CancelledError:  # the caller went away (or its deadline passed)
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as error:
-                refusal = _refusal(error)
-                if refusal is None:
+                refusal = (grpc.StatusCode.UNAVAILABLE, _DRAINING)
+            else:
+                try:
+                    response = await call(request)
+                except asyncio.CancelledError:  # the caller went away (or its deadline passed)
+                    code = grpc.StatusCode.CANCELLED
                     raise
-                code, message = refusal
-                record(code)
-                await _abort(context, code, message)
-            code = grpc.StatusCode.OK
-            return response
+                except Exception as error:
+                    refusal = _refusal(error)
+                    if refusal is None:
+                        raise
+            code = grpc.StatusCode.OK if refusal is None else refusal[0]
         finally:
-            record(code)
+            counter = (
+                answered_ok if code is grpc.StatusCode.OK else metrics.requests.labels(method=method, code=code.name)
+            )
+            counter.inc()
+            duration.observe(time.perf_counter() - started)
+        # Refused after it is counted: `abort` sends the answer at once, and a scrape right after must see it.
+        if refusal is not None:
+            await _abort(context, *refusal)
+        return response
 
     return handle
 
