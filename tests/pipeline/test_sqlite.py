@@ -1,12 +1,13 @@
-"""`SqliteDatabase` on a real file: commit modes, and reads on the event loop."""
+"""`SqliteDatabase` on a real file: commit modes, reads on the event loop, chunked deletes and checkpoints."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
 import pytest
@@ -100,5 +101,61 @@ def test_delete_all_deletes_a_chunk_per_transaction_and_lets_other_writes_in_bet
             assert await purge == expired
             rows = await db.read(lambda conn: conn.execute("SELECT v, COUNT(*) FROM t GROUP BY v").fetchall())
             assert [tuple(row) for row in rows] == [(1, 10), (2, 1)]
+
+    asyncio.run(scenario())
+
+
+def _rows_in_database_file_alone(path: Path, copy: Path) -> int | None:
+    """How many rows of `t` the database file holds without its write-ahead log (None: no table there yet)."""
+    shutil.copyfile(path, copy)  # no -wal beside the copy: only what checkpoints copied counts
+    try:
+        with closing(sqlite3.connect(copy)) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+    except sqlite3.Error:
+        return None
+
+
+def test_the_log_is_copied_into_the_file_after_the_commit_has_answered_not_inside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("button_sidecar.pipeline.sqlite.CHECKPOINT_AFTER_CHANGES", 50)
+    path, copy = tmp_path / "x.sqlite3", tmp_path / "copy.sqlite3"
+
+    async def scenario() -> None:
+        async with opened(tmp_path) as db:
+            # SQLite's automatic checkpoint would run inside a COMMIT, its group's callers waiting for it.
+            assert await db.read(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
+            for value in range(10):
+                await db.execute("INSERT INTO t VALUES (?)", (value,))
+            assert _rows_in_database_file_alone(path, copy) in (None, 0)  # below the threshold: all in the log
+            await db.executemany("INSERT INTO t VALUES (?)", [(value,) for value in range(60)])
+            # Answered: the checkpoint this commit made due has not run (it comes after the answer)...
+            assert _rows_in_database_file_alone(path, copy) in (None, 0)
+            # ... and then it does, on the database thread.
+            for _ in range(200):
+                if _rows_in_database_file_alone(path, copy) == 70:
+                    break
+                await asyncio.sleep(0.01)
+            assert _rows_in_database_file_alone(path, copy) == 70
+
+    asyncio.run(scenario())
+
+
+def test_the_log_starts_over_instead_of_growing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("button_sidecar.pipeline.sqlite.CHECKPOINT_AFTER_CHANGES", 50)
+    row = b"x" * 8192
+
+    async def scenario() -> None:
+        db = SqliteDatabase(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS t (v BLOB);")
+        await db.open()
+        try:
+            for _ in range(300):
+                await db.executemany("INSERT INTO t VALUES (?)", [(row,)] * 10)
+            written = 300 * 10 * len(row)
+            # Without checkpoints the log would hold every page written (over 24 MB here).
+            assert (tmp_path / "x.sqlite3-wal").stat().st_size < 4 * 1024 * 1024 < written
+            assert await db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM t").fetchone()[0]) == 3000
+        finally:
+            await db.close()
 
     asyncio.run(scenario())
