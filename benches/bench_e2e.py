@@ -17,6 +17,10 @@ so nothing is deduplicated away.
   (no coordinated omission): the p99 that the target is about. Then the same at a tenth of the max rate:
   the latency of the path itself, nearly without queueing. And the half-load calls against the floor server:
   the latency the load generator, the frameworks and the machine add at that rate by themselves.
+- Sustained load: the highest rate at which delivery keeps up with ingest (what the sidecar can carry for
+  good, not only absorb into its outbox), found by bisecting the share of the max call rate between the
+  10% and the half-load phases (`sustained_steps` more phases), with that phase's latency: the rate to size
+  a deployment by.
 - For the half-load phase, the cores each process used (sidecar, Button sandbox, load generator): a sidecar
   near 1.0 is bound by its one event loop.
 - After each sidecar phase, its `/metrics`: requests still waiting in the outbox, delivered, and how often
@@ -81,6 +85,7 @@ FULL: dict[str, Any] = {
     "concurrency": [16, 64],
     "duration_s": 12.0,
     "warmup_s": 2.0,
+    "sustained_steps": 3,
 }
 QUICK: dict[str, Any] = {
     "batches": 300,
@@ -88,6 +93,7 @@ QUICK: dict[str, Any] = {
     "concurrency": [32],
     "duration_s": 3.0,
     "warmup_s": 0.5,
+    "sustained_steps": 1,
 }
 _CALL_TIMEOUT_S = 30.0
 _MAX_OUTSTANDING = 2000  # open loop: beyond this many calls in flight the server is not keeping up anyway
@@ -139,6 +145,15 @@ class Phase:
     concurrency: int | None = None
 
     @property
+    def delivery_keeps_up(self) -> bool:
+        """Whether delivery kept pace with ingest: at the end of the phase (which started on a fresh server),
+        at most one second's worth of what it queued still waits in the outbox (the depth gauge is itself
+        up to a second old)."""
+        depth = self.delivery.get("outbox_depth", 0.0)
+        queued = self.delivery.get("delivered", 0.0) + depth
+        return queued > 0 and depth <= queued / self.seconds
+
+    @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
 
@@ -170,6 +185,7 @@ class Phase:
             "server_runs": self.server_runs,
             "server_wait_ms_per_run": self.server_cpu_wait_s / self.server_runs * 1000 if self.server_runs else None,
             "delivery_at_end": self.delivery,
+            "delivery_keeps_up": self.delivery_keeps_up,
         }
 
 
@@ -454,6 +470,7 @@ async def protocol_run(
     concurrencies: Sequence[int],
     duration_s: float,
     warmup_s: float,
+    sustained_steps: int,
 ) -> dict[str, Any]:
     """Each phase on a fresh server, so that none inherits the delivery backlog of the one before."""
     logs: list[str] = []
@@ -506,6 +523,18 @@ async def protocol_run(
                 )
                 for name, rate in rates.items()
             }
+            sustained = await sustained_search(
+                best.calls_per_s,
+                {0.1: open_phases["light"], 0.5: open_phases["half"]},
+                sustained_steps,
+                lambda share: phase(
+                    f"sustained-{share:.3f}",
+                    max(concurrencies),
+                    lambda server, p: open_loop(
+                        server.client.send, p, best.calls_per_s * share, duration_s, server.meters
+                    ),
+                ),
+            )
             # The half-load calls against the do-nothing server: the latency of the load generator, the
             # frameworks and the machine at that rate, without any of the sidecar's work.
             floor_half = await phase(
@@ -523,7 +552,48 @@ async def protocol_run(
         "half": open_phases["half"].to_json(),
         # What a call costs nearly without queueing: the latency floor of the path itself.
         "light": open_phases["light"].to_json(),
+        "sustained": sustained,
         "server_log_tail_on_errors": "\n".join(logs),
+    }
+
+
+async def sustained_search(
+    max_calls_per_s: float,
+    measured: dict[float, Phase],
+    steps: int,
+    load_at: Callable[[float], Awaitable[Phase]],
+) -> dict[str, Any]:
+    """The highest share of `max_calls_per_s` at which delivery keeps up (`Phase.delivery_keeps_up`), by
+    bisection from the phases `measured` already (share -> phase), with `steps` more phases (`load_at`)."""
+    tried = dict(measured)
+    kept = [share for share, phase in tried.items() if phase.delivery_keeps_up]
+    low = max(kept, default=0.0)
+    high = min((share for share, phase in tried.items() if not phase.delivery_keeps_up), default=1.0)
+    for _ in range(steps):
+        if high <= low:  # a lower share failed where a higher one held: the load is too noisy to bisect
+            break
+        share = (low + high) / 2
+        tried[share] = await load_at(share)
+        if tried[share].delivery_keeps_up:
+            low = share
+        else:
+            high = share
+    found = tried.get(low)
+    return {
+        "share_of_max": low if found is not None else 0.0,
+        "calls_per_s_target": max_calls_per_s * low,
+        "phase": found.to_json() if found is not None else None,
+        "tried": [
+            {
+                "share_of_max": share,
+                "keeps_up": phase.delivery_keeps_up,
+                "events_per_s": phase.events_per_s,
+                "p99_ms": phase.latency_ms(99),
+                "outbox_depth_at_end": phase.delivery.get("outbox_depth"),
+                "errors": phase.errors,
+            }
+            for share, phase in sorted(tried.items())
+        ],
     }
 
 
@@ -544,7 +614,9 @@ async def measure(
         for per_call in batches_per_call or sizes["batches_per_call"]:
             key = protocol if per_call == 1 else f"{protocol}-bulk-{per_call}"
             try:
-                result = await protocol_run(protocol, raws, per_call, levels, duration, float(sizes["warmup_s"]))
+                result = await protocol_run(
+                    protocol, raws, per_call, levels, duration, float(sizes["warmup_s"]), int(sizes["sustained_steps"])
+                )
             except Exception as error:
                 details["errors"][key] = f"{type(error).__name__}: {error}"
                 continue
@@ -629,7 +701,18 @@ def _rows(name: str, result: dict[str, Any]) -> list[Row]:
             )
         ),
     ]
-    phases = [*result["closed"], half, light, floor, floor_half]
+    sustained = result["sustained"]
+    at = sustained["phase"]
+    rows += [
+        Row(f"e2e {name}: sustained load (delivery keeps up), share of max", sustained["share_of_max"], "fraction"),
+        Row(f"e2e {name}: events/s at sustained load", at["events_per_s"] if at else 0.0, "events/s"),
+    ]
+    if at is not None:
+        rows += [
+            Row(f"e2e {name}: p50 latency at sustained load", at["latency_ms"]["p50"], "ms"),
+            Row(f"e2e {name}: p99 latency at sustained load", at["latency_ms"]["p99"], "ms"),
+        ]
+    phases = [*result["closed"], half, light, floor, floor_half, *([at] if at is not None else [])]
     failed = sum(sum(phase["errors"].values()) for phase in phases)
     if failed:
         calls = sum(phase["calls"] for phase in phases)

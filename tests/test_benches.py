@@ -74,6 +74,15 @@ def test_e2e_benchmark_loads_both_endpoints_single_and_bulk_and_the_floor(tmp_pa
         for phase in (result["best"], result["half"], result["light"]):  # read from the sidecar's /metrics
             assert phase["delivery_at_end"]["delivered"] > 0 and phase["delivery_at_end"]["outbox_depth"] >= 0
         per_call[key] = result["best"]["events"] / result["best"]["calls"]
+        # The sustained search starts from the 10% and half-load phases and adds one bisection step (quick).
+        sustained = result["sustained"]
+        shares = [t["share_of_max"] for t in sustained["tried"]]
+        assert {0.1, 0.5} <= set(shares) and len(shares) <= 3 and shares == sorted(shares)
+        kept = [t["share_of_max"] for t in sustained["tried"] if t["keeps_up"]]
+        assert sustained["share_of_max"] == max(kept, default=0.0)
+        assert (sustained["phase"] is None) == (not kept)
+        if sustained["phase"] is not None:
+            assert sustained["phase"]["delivery_keeps_up"] and sustained["phase"]["calls"] > 0
     # A bulk call carries 20 corpus batches (11 events on average), a single call one.
     for protocol in ("grpc", "http"):
         assert per_call[f"{protocol}-bulk-20"] > 10 * per_call[protocol]
