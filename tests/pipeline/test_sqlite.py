@@ -159,3 +159,85 @@ def test_the_log_starts_over_instead_of_growing(tmp_path: Path, monkeypatch: pyt
             await db.close()
 
     asyncio.run(scenario())
+
+
+@asynccontextmanager
+async def counting_groups(tmp_path: Path) -> AsyncIterator[tuple[SqliteDatabase, list[int]]]:
+    """`opened`, with the number of grouped transactions begun so far."""
+    groups = [0]
+
+    def begun(conn: sqlite3.Connection) -> None:
+        groups[0] += 1
+
+    db = SqliteDatabase(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS t (v INTEGER);", on_group=begun)
+    await db.open()
+    try:
+        yield db, groups
+    finally:
+        await db.close()
+
+
+def _insert(db: SqliteDatabase, value: int, *, linger: bool) -> asyncio.Task[None]:
+    return asyncio.ensure_future(db.execute("INSERT INTO t VALUES (?)", (value,), durable=False, linger=linger))
+
+
+async def _count_rows(db: SqliteDatabase) -> int:
+    return int(await db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM t").fetchone()[0]))
+
+
+def test_lingering_writes_made_one_after_another_share_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("button_sidecar.pipeline.sqlite.LINGER_SECS", 0.5)  # far longer than the writes take
+
+    async def scenario() -> None:
+        async with counting_groups(tmp_path) as (db, groups):
+            for linger in (False, True):
+                groups[0] = 0
+                writes = []
+                for value in range(5):
+                    writes.append(_insert(db, value, linger=linger))
+                    for _ in range(3):  # long enough for a write that does not linger to be under way
+                        await asyncio.sleep(0)
+                    await asyncio.sleep(0.0002)
+                await asyncio.gather(*writes)
+                if linger:
+                    assert groups[0] == 1
+                else:  # the first is written at once, the next ones join a later group
+                    assert groups[0] > 1
+            assert await _count_rows(db) == 10
+
+    asyncio.run(scenario())
+
+
+def test_a_write_that_does_not_linger_takes_the_lingering_ones_along_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("button_sidecar.pipeline.sqlite.LINGER_SECS", 3600.0)
+
+    async def scenario() -> None:
+        async with counting_groups(tmp_path) as (db, groups):
+            lingering = [_insert(db, value, linger=True) for value in range(3)]
+            await asyncio.sleep(0.05)
+            assert not any(write.done() for write in lingering) and groups[0] == 0
+            await asyncio.wait_for(db.execute("INSERT INTO t VALUES (3)"), 5.0)
+            await asyncio.wait_for(asyncio.gather(*lingering), 5.0)
+            assert groups[0] == 1 and await _count_rows(db) == 4
+
+    asyncio.run(scenario())
+
+
+def test_closing_writes_what_still_lingers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("button_sidecar.pipeline.sqlite.LINGER_SECS", 3600.0)
+
+    async def scenario() -> None:
+        db = SqliteDatabase(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS t (v INTEGER);")
+        await db.open()
+        lingering = [_insert(db, value, linger=True) for value in range(3)]
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(db.close(), 5.0)
+        await asyncio.wait_for(asyncio.gather(*lingering), 5.0)
+        with closing(sqlite3.connect(tmp_path / "x.sqlite3")) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 3
+
+    asyncio.run(scenario())

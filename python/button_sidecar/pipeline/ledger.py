@@ -118,10 +118,12 @@ class SqliteOrderLedger(SqliteStore):
     async def record(self, order_id: str, order_json: bytes, *, replace: bool = True) -> None:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         # Not waited onto the disk: a ledger row lost to a power cut is fetched from Button when a refund needs it.
+        # Lingers: one transaction for the orders delivered about the same time (no ingest answer waits on it).
         await self._db.execute(
             f"{verb} INTO orders (order_id, fields, deleted, updated_at) VALUES (?, ?, 0, ?)",
             (order_id, order_json, self._clock()),
             durable=False,
+            linger=True,
         )
 
     async def mark_deleted(self, order_id: str) -> None:

@@ -299,7 +299,7 @@ class Outbox:
         )
         return result
 
-    async def _write(self, apply: _Apply, *, durable: bool) -> Any:
+    async def _write(self, apply: _Apply, *, durable: bool, linger: bool = False) -> Any:
         """`apply` as a grouped write (`SqliteDatabase.write_grouped`)."""
 
         def counted(conn: sqlite3.Connection) -> Any:
@@ -314,7 +314,7 @@ class Outbox:
             self._group_left |= counts[0] < before[0]
             return result
 
-        return await self._db.write_grouped(counted, durable=durable)
+        return await self._db.write_grouped(counted, durable=durable, linger=linger)
 
     def _start_group(self, conn: sqlite3.Connection) -> None:
         now = self._clock()
@@ -431,26 +431,29 @@ class Outbox:
             return [OutboxRow(*r) for r in rows], next_due
 
         # A lost lease costs nothing (rows in flight are queued again on start): durable only for the outcomes.
-        leased, next_due = await self._write(lease, durable=bool(unsettled))
+        # It lingers for the acknowledgements of the rows whose slots it fills (one transaction for all).
+        leased, next_due = await self._write(lease, durable=bool(unsettled), linger=True)
         if unsettled:
             for seq in unsettled:
                 self._unsettled.pop(seq, None)
             logger.info("Wrote the outcome of %d request(s) that the storage had refused before.", len(unsettled))
         return leased, next_due
 
-    async def _settle(self, seq: int, settlement: _Settlement, *, durable: bool = True) -> None:
+    async def _settle(self, seq: int, settlement: _Settlement, *, durable: bool = True, linger: bool = False) -> None:
         """Write the outcome of leased row `seq`. When the storage refuses it (`StorageUnavailable`, raised), it is
         kept and written by the next `lease`: the row stays in flight (not sent again) until then, and a crash
         meanwhile queues it again on start (at-least-once)."""
         try:
-            await self._commit(settlement, durable=durable)
+            await self._commit(settlement, durable=durable, linger=linger)
         except StorageUnavailable:
             self._unsettled[seq] = settlement
             raise
 
-    async def _commit(self, write: _Settlement, *, durable: bool = True) -> tuple[int, int]:
+    async def _commit(self, write: _Settlement, *, durable: bool = True, linger: bool = False) -> tuple[int, int]:
         """`write` in the next group; returns its change of the pending totals, published once committed."""
-        change: tuple[int, int] = await self._write(lambda conn, counts: _count(counts, write(conn)), durable=durable)
+        change: tuple[int, int] = await self._write(
+            lambda conn, counts: _count(counts, write(conn)), durable=durable, linger=linger
+        )
         return change
 
     async def ack(self, seq: int, status: int | None) -> None:
@@ -472,8 +475,9 @@ class Outbox:
 
         # Not waited onto the disk: a lost acknowledgement only means the request is sent again (Button
         # answers a repeated create with 409; updates carry full state; a delete is idempotent). One fsync per
-        # delivered request was most of the outbox thread's time at a thousand orders a second.
-        await self._settle(seq, ack, durable=False)
+        # delivered request was most of the outbox thread's time at a thousand orders a second. Lingers for the
+        # acknowledgements that follow (the delivery worker frees the row's slot before it).
+        await self._settle(seq, ack, durable=False, linger=True)
 
     async def reschedule(
         self, seq: int, next_attempt_at: float, error: str, status: int | None, response: str | None

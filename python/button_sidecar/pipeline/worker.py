@@ -88,6 +88,9 @@ class DeliveryService(Protocol):
 class DeliveryWorker:
     """Delivers outbox rows, with at most `concurrency` requests in flight.
 
+    A request's slot is free again once its answer is in; its outcome is recorded after that (by at most
+    `concurrency` rows at once), the row staying in flight until then, so its key's next request waits.
+
     The limit adapts below `concurrency` while the receiver answers 429 or 503 (`AdaptiveConcurrency`), and
     while ingest needs the event loop (`yield_to`, an `IngestFirst`).
     Delivery is at-least-once: a row is acknowledged only after the receiver confirmed it; a crash or a
@@ -118,7 +121,9 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
+        # Every row leased and not yet settled, by its task; of them, `_sending` still wait for an answer.
         self._in_flight: dict[asyncio.Task[None], int] = {}
+        self._sending = 0
         self._last_gauges = 0.0
         self._oldest_wait_secs = 0.0
         self._listeners: list[DeliveryListener] = []
@@ -168,7 +173,9 @@ class DeliveryWorker:
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            free = self._limit() - len(self._in_flight)
+            limit = self._limit()
+            # A row's slot is free once its answer is in; as many again may still be recording their outcome.
+            free = min(limit - self._sending, 2 * limit - len(self._in_flight))
             next_due: float | None = None
             if free > 0:
                 try:
@@ -176,6 +183,7 @@ class DeliveryWorker:
                 except Exception:  # a disk error must not end delivery for good
                     logger.exception("Leasing from the outbox failed; trying again.")
                     rows = []
+                self._sending += len(rows)
                 for row in rows:
                     task = asyncio.create_task(self._deliver(row), name=f"deliver-{row.seq}")
                     self._in_flight[task] = row.seq
@@ -214,18 +222,26 @@ class DeliveryWorker:
 
     async def _deliver(self, row: OutboxRow) -> None:
         kind = row.kind
+        request: Request | None = None
+        outcome: Outcome
         try:
-            prepared = await self._service.prepare(row)
-            if isinstance(prepared, Request):
-                kind = prepared.kind
-                if prepared != Request.of(row):
-                    await self._outbox.rewrite(row.seq, prepared.kind, prepared.method, prepared.path, prepared.body)
-                self._emit("sent", row, kind)
-                outcome = await self._service.send(row, prepared)
-                if isinstance(outcome, Delivered):
-                    await self._service.delivered(row, prepared, outcome)
-            else:
-                outcome = prepared
+            try:
+                prepared = await self._service.prepare(row)
+                if isinstance(prepared, Request):
+                    kind, request = prepared.kind, prepared
+                    if prepared != Request.of(row):
+                        await self._outbox.rewrite(row.seq, kind, prepared.method, prepared.path, prepared.body)
+                    self._emit("sent", row, kind)
+                    outcome = await self._service.send(row, prepared)
+                else:
+                    outcome = prepared
+            finally:
+                # The answer is in: its slot goes to the next request while this outcome is recorded. The row
+                # stays in flight until then, so the next request of its key still waits for it.
+                self._sending -= 1
+                self._wake.set()
+            if request is not None and isinstance(outcome, Delivered):
+                await self._service.delivered(row, request, outcome)
         except Exception as error:  # a bug must cost a retry, not the row
             logger.exception("Delivering request %d failed unexpectedly.", row.seq)
             outcome = Retry(f"internal error: {type(error).__name__}")
