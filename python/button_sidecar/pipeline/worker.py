@@ -88,8 +88,8 @@ class DeliveryService(Protocol):
 class DeliveryWorker:
     """Delivers outbox rows, with at most `concurrency` requests in flight.
 
-    A request's slot is free again once its answer is in; its outcome is recorded after that (by at most
-    `concurrency` rows at once), the row staying in flight until then, so its key's next request waits.
+    A request's slot is free again once its answer is in; its outcome is recorded after that, the row staying
+    in flight until then, so its key's next request waits. At most twice `concurrency` rows are unsettled.
 
     The limit adapts below `concurrency` while the receiver answers 429 or 503 (`AdaptiveConcurrency`), and
     while ingest needs the event loop (`yield_to`, an `IngestFirst`).
@@ -174,7 +174,7 @@ class DeliveryWorker:
         while not self._stopping:
             self._wake.clear()
             limit = self._limit()
-            # A row's slot is free once its answer is in; as many again may still be recording their outcome.
+            # A row's slot is free once its answer is in; at most twice the limit are leased and not yet settled.
             free = min(limit - self._sending, 2 * limit - len(self._in_flight))
             next_due: float | None = None
             if free > 0:
