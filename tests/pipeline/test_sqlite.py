@@ -44,6 +44,31 @@ def test_each_transaction_commits_in_the_mode_it_asks_for(tmp_path: Path) -> Non
     asyncio.run(scenario())
 
 
+def test_a_savepoint_undoes_a_write_of_many_pages_from_a_journal_kept_in_memory(tmp_path: Path) -> None:
+    """Every grouped write has a savepoint; its journal stays off the disk (`temp_store=MEMORY`) even when it
+    holds more than SQLite's 64 KiB before spilling to a temporary file, and still undoes the write."""
+
+    async def scenario() -> None:
+        async with opened(tmp_path) as db:
+            assert await db.read(lambda conn: conn.execute("PRAGMA temp_store").fetchone()[0]) == 2  # MEMORY
+            await db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(20_000)])
+
+            def rewrite_all_then_fail(conn: sqlite3.Connection) -> None:
+                conn.execute("UPDATE t SET v = -v")  # every page of the table: ~80 pages, over 64 KiB
+                raise ValueError("refused")
+
+            kept, failed = await asyncio.gather(
+                db.execute("INSERT INTO t VALUES (-1)"),
+                db.write_grouped(rewrite_all_then_fail),
+                return_exceptions=True,
+            )
+            assert kept is None and isinstance(failed, ValueError)
+            negatives = await db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM t WHERE v < 0").fetchone()[0])
+            assert negatives == 1  # the row of the other write only
+
+    asyncio.run(scenario())
+
+
 def test_quick_reads_run_on_the_event_loop_and_see_every_committed_write(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with opened(tmp_path) as db:
