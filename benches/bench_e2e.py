@@ -508,6 +508,10 @@ async def protocol_run(
             ]
             best = max(closed, key=lambda measured: measured.events_per_s)
             level = best.concurrency or max(concurrencies)  # every closed phase has its concurrency
+
+            def open_at(calls_per_s: float) -> Callable[[Server, Payloads], Awaitable[Phase]]:
+                return lambda server, p: open_loop(server.client.send, p, calls_per_s, duration_s, server.meters)
+
             floor = await phase(
                 "floor",
                 level,
@@ -515,34 +519,16 @@ async def protocol_run(
                 floor=True,
             )
             rates = {"half": best.calls_per_s / 2, "light": best.calls_per_s / 10}
-            open_phases = {
-                name: await phase(
-                    name,
-                    max(concurrencies),
-                    lambda server, p, rate=rate: open_loop(server.client.send, p, rate, duration_s, server.meters),  # type: ignore[misc]
-                )
-                for name, rate in rates.items()
-            }
+            open_phases = {name: await phase(name, max(concurrencies), open_at(rate)) for name, rate in rates.items()}
             sustained = await sustained_search(
                 best.calls_per_s,
                 {0.1: open_phases["light"], 0.5: open_phases["half"]},
                 sustained_steps,
-                lambda share: phase(
-                    f"sustained-{share:.3f}",
-                    max(concurrencies),
-                    lambda server, p: open_loop(
-                        server.client.send, p, best.calls_per_s * share, duration_s, server.meters
-                    ),
-                ),
+                lambda share: phase(f"sustained-{share:.3f}", max(concurrencies), open_at(best.calls_per_s * share)),
             )
             # The half-load calls against the do-nothing server: the latency of the load generator, the
             # frameworks and the machine at that rate, without any of the sidecar's work.
-            floor_half = await phase(
-                "floor-half",
-                max(concurrencies),
-                lambda server, p: open_loop(server.client.send, p, rates["half"], duration_s, server.meters),
-                floor=True,
-            )
+            floor_half = await phase("floor-half", max(concurrencies), open_at(rates["half"]), floor=True)
     return {
         "closed": [measured.to_json() for measured in closed],
         "best": best.to_json(),
@@ -580,7 +566,7 @@ async def sustained_search(
             high = share
     found = tried.get(low)
     return {
-        "share_of_max": low if found is not None else 0.0,
+        "share_of_max": low,  # 0.0 when even the lowest share measured fell behind
         "calls_per_s_target": max_calls_per_s * low,
         "phase": found.to_json() if found is not None else None,
         "tried": [
