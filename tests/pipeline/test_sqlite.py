@@ -54,7 +54,7 @@ def test_a_savepoint_undoes_a_write_of_many_pages_from_a_journal_kept_in_memory(
             await db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(20_000)])
 
             def rewrite_all_then_fail(conn: sqlite3.Connection) -> None:
-                conn.execute("UPDATE t SET v = -v")  # every page of the table: ~80 pages, over 64 KiB
+                conn.execute("UPDATE t SET v = -v")  # every page of the table: 47 pages of 4 KiB, over 64 KiB
                 raise ValueError("refused")
 
             kept, failed = await asyncio.gather(
