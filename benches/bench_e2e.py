@@ -141,6 +141,8 @@ class Phase:
     server_cpu_wait_s: float = 0.0
     server_runs: int = 0
     delivery: dict[str, float] = field(default_factory=dict)
+    # Mean ms per ingest call of each stage, from the sidecar's own histogram.
+    stages_ms: dict[str, float] = field(default_factory=dict)
     target_calls_per_s: float | None = None
     concurrency: int | None = None
 
@@ -185,6 +187,8 @@ class Phase:
             "server_runs": self.server_runs,
             "server_wait_ms_per_run": self.server_cpu_wait_s / self.server_runs * 1000 if self.server_runs else None,
             "delivery_at_end": self.delivery,
+            "ingest_stages_ms": self.stages_ms,
+            "latency_ms_mean": sum(self.latencies_s) / len(self.latencies_s) * 1000 if self.latencies_s else None,
             "delivery_keeps_up": self.delivery_keeps_up,
         }
 
@@ -401,11 +405,12 @@ class Server:
     process: Child
     metrics_url: str | None  # the sidecar's /metrics; None for the floor
 
-    async def delivery_state(self) -> dict[str, float]:
-        """Where delivery stands at the end of a phase, from the sidecar's /metrics: what waits in the outbox
-        (the gauge is refreshed every second), what was delivered, how often delivery yielded to ingest."""
+    async def state_at_end(self) -> tuple[dict[str, float], dict[str, float]]:
+        """From the sidecar's /metrics at the end of a phase: where delivery stands (what waits in the outbox,
+        the gauge refreshed every second; what was delivered; how often delivery yielded to ingest), and the
+        mean ms per ingest call of each stage (`button_sidecar_ingest_stage_seconds`)."""
         if self.metrics_url is None:
-            return {}
+            return {}, {}
         async with aiohttp.ClientSession() as session, session.get(self.metrics_url) as response:
             text = await response.text()
         wanted = {
@@ -413,12 +418,21 @@ class Server:
             "button_sidecar_delivered_requests_total": "delivered",
             "button_sidecar_delivery_yields_total": "delivery_yields",
         }
-        state = dict.fromkeys(wanted.values(), 0.0)
+        delivery = dict.fromkeys(wanted.values(), 0.0)
+        stage_sums: dict[str, float] = {}
+        stage_counts: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name in wanted:
-                    state[wanted[sample.name]] += sample.value
-        return state
+                    delivery[wanted[sample.name]] += sample.value
+                elif sample.name == "button_sidecar_ingest_stage_seconds_sum":
+                    stage_sums[sample.labels["stage"]] = sample.value
+                elif sample.name == "button_sidecar_ingest_stage_seconds_count":
+                    stage_counts[sample.labels["stage"]] = sample.value
+        stages_ms = {
+            stage: total / stage_counts[stage] * 1000 for stage, total in stage_sums.items() if stage_counts.get(stage)
+        }
+        return delivery, stages_ms
 
 
 @asynccontextmanager
@@ -493,7 +507,7 @@ async def protocol_run(
                         if accepted not in (-1, expected):
                             raise AssertionError(f"{protocol}: the sidecar queued {accepted} requests, not {expected}")
                     measured = await load(server, payloads)
-                    measured.delivery = await server.delivery_state()
+                    measured.delivery, measured.stages_ms = await server.state_at_end()
                     if measured.errors:
                         logs.append(f"--- {name}\n{server.process.stderr_tail(60)}")
                 return measured
@@ -658,6 +672,19 @@ def _rows(name: str, result: dict[str, Any]) -> list[Row]:
         ),
         Row(f"e2e {name}: p50 latency at 10% load", light["latency_ms"]["p50"], "ms"),
         Row(f"e2e {name}: p99 latency at 10% load", light["latency_ms"]["p99"], "ms"),
+        # Where a call's time goes, by the sidecar's own count, beside the mean the client saw: the rest is
+        # planning, the answer, the framework, and waiting for the event loop.
+        *(
+            row
+            for label, phase in (("half load", half), ("10% load", light))
+            for row in (
+                Row(f"e2e {name}: mean latency at {label}", phase["latency_ms_mean"] or 0.0, "ms"),
+                *(
+                    Row(f"e2e {name}: mean {stage} stage of a call at {label}", ms, "ms")
+                    for stage, ms in phase["ingest_stages_ms"].items()
+                ),
+            )
+        ),
         # Ingested is not delivered yet: what each phase left for delivery (the outbox absorbs it).
         *(
             Row(

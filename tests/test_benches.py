@@ -73,6 +73,12 @@ def test_e2e_benchmark_loads_both_endpoints_single_and_bulk_and_the_floor(tmp_pa
         assert result["floor"]["delivery_at_end"] == {}
         for phase in (result["best"], result["half"], result["light"]):  # read from the sidecar's /metrics
             assert phase["delivery_at_end"]["delivered"] > 0 and phase["delivery_at_end"]["outbox_depth"] >= 0
+            # The sidecar's own account of its calls: every stage took some time.
+            stages = phase["ingest_stages_ms"]
+            assert list(stages) == ["mapping", "lookups", "outbox"] and all(ms > 0 for ms in stages.values())
+        for phase in (result["half"], result["light"]):  # open loops: the client timed the same calls
+            assert sum(phase["ingest_stages_ms"].values()) < phase["latency_ms_mean"]
+        assert result["floor"]["ingest_stages_ms"] == {}
         per_call[key] = result["best"]["events"] / result["best"]["calls"]
         # The sustained search starts from the 10% and half-load phases and adds one bisection step (quick).
         sustained = result["sustained"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from button_sidecar import __version__, hash_email
 from button_sidecar.pipeline import DeliveryEvent, OutboxFull, Pipeline, PipelineClosed
+from button_sidecar.pipeline.offload import INLINE_MAX_BYTES
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import Sandbox, SandboxFactory
@@ -301,6 +302,29 @@ def test_metrics_follow_the_deliveries(tmp_path: Path, sandbox: Sandbox) -> None
         assert metric(registry, "button_sidecar_button_request_duration_seconds_count") == 5
         assert metric(registry, "button_sidecar_outbox_depth") == 0
         assert metric(registry, "button_sidecar_outbox_oldest_age_seconds") == 0
+
+    asyncio.run(scenario())
+
+
+def test_each_ingest_call_times_its_mapping_lookups_and_outbox_write(tmp_path: Path, sandbox: Sandbox) -> None:
+    async def scenario() -> None:
+        registry = CollectorRegistry()
+        async with running(settings(tmp_path, sandbox), registry) as pipeline:
+            # Past INLINE_MAX_BYTES the mapping runs in a worker thread, and is timed all the same.
+            large = [batch(purchase(f"t-{i}", [product(f"sku-{j}", "1.00") for j in range(20)])) for i in range(80)]
+            assert sum(map(len, large)) > INLINE_MAX_BYTES
+            await pipeline.ingest_many(large)
+            await pipeline.ingest(b"{not json")
+
+        def stage(suffix: str, name: str) -> float:
+            return metric(registry, f"button_sidecar_ingest_stage_seconds_{suffix}", stage=name)
+
+        assert stage("count", "mapping") == stage("count", "lookups") == 2
+        # The unusable payload stores nothing, so it has no outbox write to wait for.
+        assert stage("count", "outbox") == 1
+        # A durable write waits for at least its fsync.
+        assert stage("sum", "outbox") > 0
+        assert stage("sum", "mapping") > 0
 
     asyncio.run(scenario())
 

@@ -278,6 +278,10 @@ def test_rejections_batches_and_calls_over_grpc_are_counted_in_the_metrics(sidec
     assert added("button_sidecar_grpc_requests_total", method="GetStats", code="OK") == 1
     assert added("button_sidecar_grpc_request_duration_seconds_count", method="Ingest") == 2
     assert added("button_sidecar_grpc_request_duration_seconds_sum", method="Ingest") > 0
+    # Where the calls' time went: both were mapped and looked up, only the usable one waited for the outbox.
+    assert added("button_sidecar_ingest_stage_seconds_count", stage="mapping") == 2
+    assert added("button_sidecar_ingest_stage_seconds_count", stage="lookups") == 2
+    assert added("button_sidecar_ingest_stage_seconds_count", stage="outbox") == 1
 
 
 def test_watch_shows_a_batch_coming_in_and_its_order_going_out_without_pii(

@@ -251,14 +251,22 @@ class Pipeline:
         backend does not answer (nothing of the batch was queued then; tokens it taught may be remembered).
         """
         with self._admitted():
-            result = await run_mapping(lambda: self._transformer.transform_json(raw, received_at_ms), len(raw))
+            result = await run_mapping(
+                lambda: self._transformer.transform_json(raw, received_at_ms),
+                len(raw),
+                self.metrics.ingest_mapping_seconds,
+            )
             return (await self._accept([result], received_at_ms))[0]
 
     async def ingest_many(self, raws: Sequence[bytes | str], received_at_ms: int | None = None) -> list[IngestResult]:
         """`ingest` for many batches (mapped in parallel in Rust), queued in one transaction: all or none."""
         with self._admitted():
             size = sum(map(len, raws))
-            results = await run_mapping(lambda: self._transformer.transform_many(raws, received_at_ms), size)
+            results = await run_mapping(
+                lambda: self._transformer.transform_many(raws, received_at_ms),
+                size,
+                self.metrics.ingest_mapping_seconds,
+            )
             return await self._accept(results, received_at_ms)
 
     async def ingest_results(
@@ -291,6 +299,7 @@ class Pipeline:
         self.metrics.received_events.inc(sum(result.event_count for result in results))
         forwarded = [i for i, reason in enumerate(filtered) if reason is None]
         stored: dict[int, str | None] = {}  # by the batch's index
+        started = time.perf_counter()
         # Tokens learned by this call, written alongside the outbox (awaited before the call answers).
         learned: list[Attribution] = []
         if lookups_independent([results[i] for i in forwarded]):
@@ -316,16 +325,19 @@ class Pipeline:
         # two is queued again (Button answers 409 and it counts as delivered), so that gap is kept short.
         creates = {r.order_id for result in results for r in result.requests if r.kind == "create_order"}
         in_ledger = await self._ledger.known(creates)
+        self.metrics.ingest_lookups_seconds.observe(time.perf_counter() - started)
         require = self.settings.require_btn_ref
         plans = [plan_batch(result, in_ledger, filtered, btn_ref, require) for result, filtered, btn_ref in decided]
         batches = [(plan.items, plan.result.source_request_id) for plan in plans]
         if any(items or batch_key is not None for items, batch_key in batches):
+            writing = time.perf_counter()
             # Two databases, two threads: the tokens' commit does not wait for the outbox's. A token stored for a
             # call the outbox then refuses does no harm (`_remember` is idempotent).
             if learned:
                 enqueued, _ = await asyncio.gather(self._outbox.enqueue_many(batches), self._remember(learned))
             else:  # most calls: no token learned, nothing to run alongside
                 enqueued = await self._outbox.enqueue_many(batches)
+            self.metrics.ingest_outbox_seconds.observe(time.perf_counter() - writing)
         else:  # nothing to store in the outbox (e.g. unusable payloads only): no transaction, no fsync
             await self._remember(learned)
             enqueued = [EnqueueResult(duplicate_batch=False, seqs=()) for _ in plans]

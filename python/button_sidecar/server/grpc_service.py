@@ -66,7 +66,11 @@ class SidecarServicer:
         self._reachability = reachability
 
     async def ingest(self, raw: bytes) -> pb.IngestResponse:
-        result = await run_mapping(lambda: self._transformer.transform_ingest_request(raw), len(raw))
+        result = await run_mapping(
+            lambda: self._transformer.transform_ingest_request(raw),
+            len(raw),
+            self._pipeline.metrics.ingest_mapping_seconds,
+        )
         # An unusable payload goes through the pipeline too (it queues nothing), so it is counted there.
         (ingested,) = await self._accept([result])
         if (unusable := ingested.unusable) is not None:
@@ -75,7 +79,11 @@ class SidecarServicer:
 
     async def ingest_bulk(self, raw: bytes) -> pb.IngestBulkResponse:
         try:
-            results = await run_mapping(lambda: self._transformer.transform_ingest_bulk(raw), len(raw))
+            results = await run_mapping(
+                lambda: self._transformer.transform_ingest_bulk(raw),
+                len(raw),
+                self._pipeline.metrics.ingest_mapping_seconds,
+            )
         except ValueError as error:
             raise InvalidArgument(f"the payload is unusable: {error}") from None
         responses = [_response(result) for result in await self._accept(results)]
