@@ -28,10 +28,6 @@ from button_sidecar.server.client import SidecarClient, TlsFiles, client_target
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _DEFAULT_SANDBOX_API_KEY = "sk-sandbox"
-# How long `serve`'s event loop may keep the GIL while another thread wants it (Python's default: 5 ms). The
-# outbox's database thread, the mapping threads and gRPC's poller each need the GIL back between their C
-# calls, and every wait is added to an ingest call's answer. Measured in `benches.bench_e2e` (README).
-_SERVE_SWITCH_INTERVAL_SECS = 0.0005
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +106,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         },
     )
     _logging(config.log_level)
-    sys.setswitchinterval(_SERVE_SWITCH_INTERVAL_SECS)  # this process only: an embedding app keeps its own
     try:
         asyncio.run(serve(config, lambda address: print(f"Sidecar listening on {address}", flush=True)))
     except (StartupError, OutboxLocked, StorageError) as error:
