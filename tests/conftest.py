@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -92,6 +92,9 @@ class Sandbox:
     def requests(self) -> list[dict[str, object]]:
         return _list_of_objects(self.admin("GET", "requests"))
 
+    def in_flight(self) -> list[dict[str, object]]:
+        return _list_of_objects(self.admin("GET", "in_flight"))
+
     def app_events(self) -> list[dict[str, object]]:
         return _list_of_objects(self.admin("GET", "app_events"))
 
@@ -112,6 +115,14 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def start_sandbox(stderr_path: Path, *flags: str, api_key: str = SANDBOX_API_KEY) -> Sandbox:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from button_sidecar.cli import main
 
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, wait_for
 from tests.golden import MPARTICLE_DIR
 from tests.server.helpers import (
     SidecarProcess,
@@ -21,7 +21,6 @@ from tests.server.helpers import (
     orders_arrive,
     running_process,
     start_sidecar,
-    wait_for,
 )
 
 HELP_COMMANDS = [

@@ -15,9 +15,9 @@ import psutil  # type: ignore[import-untyped]
 from button_sidecar.v1 import sidecar_pb2 as pb
 from grpc_health.v1 import health_pb2  # type: ignore[import-untyped]
 
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, wait_for
 from tests.http_client import HttpAnswer, http_call
-from tests.server.helpers import SidecarProcess, commerce, running_process, start_sidecar, stub_for, wait_for
+from tests.server.helpers import SidecarProcess, commerce, running_process, start_sidecar, stub_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = health_pb2.HealthCheckResponse.SERVING

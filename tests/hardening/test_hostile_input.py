@@ -23,7 +23,7 @@ import pytest
 from button_sidecar.v1 import sidecar_pb2 as pb
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, wait_for
 from tests.hardening.support import (
     SERVING,
     RssWatch,
@@ -33,7 +33,7 @@ from tests.hardening.support import (
 )
 from tests.http_client import HttpAnswer, http_call
 from tests.pipeline.helpers import PURCHASE_MS
-from tests.server.helpers import SidecarProcess, batch, health_status, ingest_json, purchase, stub_for, wait_for
+from tests.server.helpers import SidecarProcess, batch, health_status, ingest_json, purchase, stub_for
 from tests.typed_batch import batch_from_json
 
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024

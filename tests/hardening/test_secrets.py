@@ -16,7 +16,7 @@ from button_sidecar.config import SidecarConfig, load_config
 from button_sidecar.v1 import sidecar_pb2 as pb
 from button_sidecar.v1 import sidecar_pb2_grpc
 
-from tests.conftest import SandboxFactory
+from tests.conftest import SandboxFactory, wait_for
 from tests.hardening.support import (
     SERVING,
     deep_link,
@@ -27,7 +27,7 @@ from tests.hardening.support import (
     running_server,
 )
 from tests.http_client import http_call
-from tests.server.helpers import batch, commerce, health_status, ingest_json, make_certificates, purchase, wait_for
+from tests.server.helpers import batch, commerce, health_status, ingest_json, make_certificates, purchase
 
 EMAIL = "  Zelda.Hyrule-Privacy+Sidecar@Example.ORG "
 LOCAL_PART = "zelda.hyrule-privacy+sidecar"

@@ -19,7 +19,7 @@ from button_sidecar.pipeline.records import OutboxItem
 from button_sidecar.pipeline.sqlite import SqliteDatabase
 from button_sidecar.v1 import sidecar_pb2 as pb
 
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, wait_for
 from tests.hardening.disk import small_disk
 from tests.hardening.support import (
     MAX_AGE_SECS,
@@ -31,7 +31,7 @@ from tests.hardening.support import (
     start_server,
     successful_creates,
 )
-from tests.server.helpers import batch, health_status, ingest_json, purchase, stub_for, wait_for, write_config
+from tests.server.helpers import batch, health_status, ingest_json, purchase, stub_for, write_config
 
 PRE = [f"disk-pre-{i}" for i in range(4)]
 

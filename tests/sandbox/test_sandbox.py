@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import aiohttp
@@ -591,6 +592,29 @@ def test_latency(sandbox: Sandbox) -> None:
     started = time.monotonic()
     assert sandbox.request("GET", order_path("order-1")).status == 200
     assert time.monotonic() - started < 0.3
+
+
+def test_in_flight_lists_the_requests_latency_holds(sandbox: Sandbox) -> None:
+    sandbox.set_faults(latency_ms=1500)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(create, sandbox, new_order("held-1"))
+        deadline = time.monotonic() + 1.2
+        while not (held := sandbox.in_flight()):
+            assert time.monotonic() < deadline, "the held request never showed up in flight"
+            time.sleep(0.01)
+        assert not answer.done()
+        [entry] = held
+        assert (entry["method"], entry["path"], entry["order_id"], entry["latency_ms"]) == (
+            "POST",
+            "/v1/order",
+            "held-1",
+            1500.0,
+        )
+        assert sandbox.requests() == [], "the request log lists a request once it is answered"
+        assert answer.result().status == 200
+    assert sandbox.in_flight() == []
+    [logged] = sandbox.requests()
+    assert logged["seq"] == entry["seq"] and logged["status"] == 200
 
 
 def test_dropped_connection_is_a_client_connection_error(sandbox: Sandbox) -> None:

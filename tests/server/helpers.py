@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +33,7 @@ from button_sidecar.v1 import sidecar_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, wait_for
 from tests.http_client import http_call
 from tests.pipeline.helpers import PURCHASE_MS
 
@@ -188,14 +188,6 @@ def health_status(target: str, service: str = "") -> int:
         response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
     status: int = response.status
     return status
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def orders_arrive(sandbox: Sandbox, order_ids: Iterable[str], timeout: float = 20.0) -> dict[str, dict[str, object]]:

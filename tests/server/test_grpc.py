@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc  # type: ignore[import-untyped]
 
 from tests.attribution.helpers import MINUTE_MS, deep_link, now_ms, user_batch
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, wait_for
 from tests.golden import case_input, golden_cases
 from tests.pipeline.helpers import batch, purchase
 from tests.server.helpers import (
@@ -29,7 +29,6 @@ from tests.server.helpers import (
     purchase_batch,
     running_process,
     stub_for,
-    wait_for,
 )
 from tests.typed_batch import batch_from_json
 

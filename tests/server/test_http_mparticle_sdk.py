@@ -22,7 +22,7 @@ from button_sidecar.v1 import sidecar_pb2 as pb
 from grpc_health.v1 import health_pb2  # type: ignore[import-untyped]
 from mparticle.rest import ApiException  # type: ignore[import-untyped]
 
-from tests.conftest import Sandbox, SandboxFactory
+from tests.conftest import Sandbox, SandboxFactory, wait_for
 from tests.http_client import basic, http_call
 from tests.pipeline.helpers import EMAIL, PURCHASE_MS, metric, orders_by_id, request_log, wait_until
 from tests.server.helpers import (
@@ -33,7 +33,6 @@ from tests.server.helpers import (
     purchase_batch,
     start_sidecar,
     stub_for,
-    wait_for,
 )
 from tests.server.http_helpers import http_sidecar
 

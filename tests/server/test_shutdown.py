@@ -12,7 +12,7 @@ import pytest
 from button_sidecar.v1 import sidecar_pb2 as pb
 from grpc_health.v1 import health_pb2  # type: ignore[import-untyped]
 
-from tests.conftest import Sandbox
+from tests.conftest import Sandbox, wait_for
 from tests.server.helpers import (
     health_status,
     ingest_json,
@@ -21,7 +21,6 @@ from tests.server.helpers import (
     running_process,
     start_sidecar,
     stub_for,
-    wait_for,
 )
 
 DEADLINE_SECS = 1.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hmac
+import itertools
 import logging
 import random
 import time
@@ -91,6 +92,9 @@ class SandboxServer:
         self._requests: deque[JsonObject] = deque(maxlen=self._config.request_log_limit)
         self._app_events: list[JsonObject] = []
         self._activity: list[JsonObject] = []
+        # Requests received and not yet answered, by arrival; a reset does not touch them (they end on their own).
+        self._in_flight: dict[int, JsonObject] = {}
+        self._arrivals = itertools.count()
         self._seq = 0
         self._ids, self._faults = self._fresh_randomness()
         self._faults.apply(self._config.faults)
@@ -154,6 +158,10 @@ class SandboxServer:
     def activity(self) -> list[JsonObject]:
         return copy.deepcopy(self._activity)
 
+    def in_flight(self) -> list[JsonObject]:
+        """The /v1 requests received and not answered yet (held by ``latency_ms``), oldest first."""
+        return copy.deepcopy(list(self._in_flight.values()))
+
     def faults(self) -> dict[str, object]:
         """The active fault profile, with what is left of ``fail_next`` and of the outage window."""
         return self._faults.snapshot()
@@ -190,6 +198,7 @@ class SandboxServer:
         app.router.add_get("/__admin/requests", self._admin_requests)
         app.router.add_get("/__admin/app_events", self._admin_app_events)
         app.router.add_get("/__admin/activity", self._admin_activity)
+        app.router.add_get("/__admin/in_flight", self._admin_in_flight)
         app.router.add_get("/__admin/faults", self._admin_get_faults)
         app.router.add_post("/__admin/faults", self._admin_set_faults)
         app.router.add_delete("/__admin/faults", self._admin_clear_faults)
@@ -215,8 +224,21 @@ class SandboxServer:
         identity = self._identity(request.headers.get(hdrs.AUTHORIZATION), route, body)
 
         latency_ms = self._faults.config.latency_ms
-        if latency_ms:
-            await asyncio.sleep(latency_ms / 1000)
+        arrival = next(self._arrivals)
+        self._in_flight[arrival] = {
+            "seq": seq,
+            "time_monotonic": received_monotonic,
+            "method": request.method,
+            "path": raw_path,
+            "order_id": order_id,
+            "latency_ms": latency_ms,
+        }
+        try:
+            if latency_ms:
+                await asyncio.sleep(latency_ms / 1000)
+        finally:
+            # Also when the wait is cancelled (the sandbox stopping): the request is no longer held.
+            del self._in_flight[arrival]
         fault = self._faults.decide(order_id)
         response: web.Response
         if fault is not None:
@@ -358,6 +380,9 @@ class SandboxServer:
 
     async def _admin_activity(self, request: web.Request) -> web.Response:
         return _json(self._activity)
+
+    async def _admin_in_flight(self, request: web.Request) -> web.Response:
+        return _json(list(self._in_flight.values()))
 
     async def _admin_get_faults(self, request: web.Request) -> web.Response:
         return _json(self._faults.snapshot())
