@@ -7,7 +7,7 @@ import functools
 import gc
 import socket
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 from tests.attribution.helpers import APP_ID, IDFA, deep_link, now_ms, user_batch
 from tests.conftest import Sandbox
 from tests.http_client import basic
+from tests.pipeline.helpers import wait_until
 from tests.server.helpers import config_for, ingest_json, make_certificates, purchase_batch, running_in_process
 from tests.server.http_helpers import call
 
@@ -37,14 +38,6 @@ async def health_of(channel: Any, service: str = "") -> int:
     response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
     status: int = response.status
     return status
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
@@ -71,10 +64,10 @@ def test_full_outbox_is_resource_exhausted_and_health_not_serving(tmp_path: Path
                     statuses = [await health_of(channel, s) for s in ("", "button_sidecar.v1.Sidecar")]
                     return statuses == [NOT_SERVING, NOT_SERVING]
 
-                await eventually(not_serving, what="health NOT_SERVING")
+                await wait_until(not_serving, what="health NOT_SERVING")
                 # Deliveries making room bring it back.
                 sandbox.clear_faults()
-                await eventually(lambda: _serving(channel), timeout=10, what="health SERVING again")
+                await wait_until(lambda: _serving(channel), timeout=10, what="health SERVING again")
 
     asyncio.run(scenario())
 
@@ -144,6 +137,10 @@ def test_tls_and_mutual_tls(tmp_path: Path, sandbox: Sandbox) -> None:
     asyncio.run(scenario())
 
 
+def drain_1_held(sandbox: Sandbox) -> bool:
+    return any(r["order_id"] == "drain-1" for r in sandbox.in_flight())
+
+
 def test_draining_refuses_new_calls_and_reports_not_serving(tmp_path: Path, sandbox: Sandbox) -> None:
     sandbox.set_faults(latency_ms=1500)  # a delivery stays in flight while the sidecar drains
     config = config_for(tmp_path, sandbox)
@@ -155,7 +152,7 @@ def test_draining_refuses_new_calls_and_reports_not_serving(tmp_path: Path, sand
         async with grpc.aio.insecure_channel(sidecar.address) as channel:
             stub = sidecar_pb2_grpc.SidecarStub(channel)
             await stub.Ingest(ingest_json(purchase_batch("drain-1")))
-            await asyncio.sleep(0.2)  # the delivery is under way
+            await wait_until(lambda: asyncio.to_thread(drain_1_held, sandbox), what="the delivery held by the sandbox")
             stopping = asyncio.create_task(sidecar.stop())
             await asyncio.sleep(0.1)
             assert await health_of(channel) == NOT_SERVING
@@ -206,7 +203,7 @@ def test_without_an_api_key_it_delivers_to_an_embedded_sandbox_app_signals_too(
                     orders, app_events = await admin("orders"), await admin("app_events")
                     return [o["order_id"] for o in orders] == ["embedded-1"] and len(app_events) == 1
 
-                await eventually(arrived, what="the order and the app event at the embedded sandbox")
+                await wait_until(arrived, what="the order and the app event at the embedded sandbox")
                 assert {(r["path"], r["status"], r["auth"]) for r in await admin("requests")} == {
                     ("/v1/order", 200, "api_key"),
                     ("/v1/order/button-sidecar-reachability-probe", 404, "api_key"),  # GetStats' probe
@@ -230,7 +227,7 @@ def test_http_beside_grpc_on_a_unix_socket_with_basic_auth(tmp_path: Path, sandb
             assert (await send(connector=aiohttp.UnixConnector(str(path)))).status == 401
             right = basic("mp-key", "mp-secret")
             assert (await send(authorization=right, connector=aiohttp.UnixConnector(str(path)))).status == 202
-            await eventually(lambda: _delivered(stub, "unix-http-1"), what="the order delivered")
+            await wait_until(lambda: _delivered(stub, "unix-http-1"), what="the order delivered")
         assert [o["order_id"] for o in sandbox.orders()] == ["unix-http-1"]
 
     asyncio.run(scenario())
