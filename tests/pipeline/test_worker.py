@@ -71,3 +71,97 @@ def test_an_answered_request_frees_its_slot_while_its_outcome_is_recorded_and_it
 
 async def _true(value: bool) -> bool:
     return value
+
+
+class CountedLeases(Outbox):
+    """An outbox that counts its leases."""
+
+    leases = 0
+
+    async def lease(self, limit: int) -> tuple[list[OutboxRow], float | None]:
+        self.leases += 1
+        return await super().lease(limit)
+
+
+class LeaseWitness:
+    """A `DeliveryService` answering 200 at once that notes, per request sent, how many leases came before it."""
+
+    def __init__(self, outbox: CountedLeases) -> None:
+        self.outbox = outbox
+        self.leases_before: dict[str, int] = {}
+
+    async def prepare(self, row: OutboxRow) -> Request | Outcome:
+        return Request.of(row)
+
+    async def send(self, row: OutboxRow, request: Request) -> Outcome:
+        self.leases_before[row.order_key or ""] = self.outbox.leases
+        return Delivered(200)
+
+    async def delivered(self, row: OutboxRow, request: Request, outcome: Delivered) -> None:
+        pass
+
+
+def test_rows_are_leased_ahead_so_a_freed_slot_does_not_wait_for_a_lease(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        outbox = CountedLeases(tmp_path, max_rows=100, max_bytes=2**20)
+        await outbox.open()
+        service = LeaseWitness(outbox)
+        worker = DeliveryWorker(
+            outbox, service, RetryPolicy(), concurrency=1, metrics=SidecarMetrics(CollectorRegistry())
+        )
+        keys = ["a", "b", "c", "d"]
+        await outbox.enqueue([OutboxItem("create_order", "POST", "/v1/order", b"{}", key, None) for key in keys])
+        worker.start()
+        try:
+
+            async def all_delivered() -> bool:
+                return (await outbox.stats()).delivered == len(keys)
+
+            await wait_until(all_delivered, timeout=5.0, what="every request delivered")
+        finally:
+            await worker.stop(1.0)
+            await outbox.close()
+        # One slot: the first lease took "a" and "b" (one ahead), so "b" went out as soon as "a" was answered.
+        assert service.leases_before["a"] == service.leases_before["b"] == 1
+        assert sorted(service.leases_before) == keys
+
+    asyncio.run(scenario())
+
+
+class HeldAnswers(LeaseWitness):
+    """A `DeliveryService` whose requests are never answered."""
+
+    async def send(self, row: OutboxRow, request: Request) -> Outcome:
+        await super().send(row, request)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def test_stop_puts_rows_leased_ahead_back_in_the_queue(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        outbox = CountedLeases(tmp_path, max_rows=100, max_bytes=2**20)
+        await outbox.open()
+        service = HeldAnswers(outbox)
+        worker = DeliveryWorker(
+            outbox, service, RetryPolicy(), concurrency=4, metrics=SidecarMetrics(CollectorRegistry())
+        )
+        keys = [f"k{i}" for i in range(20)]
+        await outbox.enqueue([OutboxItem("create_order", "POST", "/v1/order", b"{}", key, None) for key in keys])
+        worker.start()
+        try:
+            # Four requests wait for their answers; one more row is leased ahead of a free slot.
+            await wait_until(lambda: _in_flight_is(outbox, 5), timeout=5.0, what="a row leased ahead")
+            assert len(service.leases_before) == 4
+        finally:
+            abandoned = await worker.stop(0.2)
+        stats = await outbox.stats()
+        await outbox.close()
+        # The four sent were cut off at the deadline and the one leased ahead was never sent: all five queued again.
+        assert abandoned == 5
+        assert (stats.in_flight, stats.queued) == (0, 20)
+
+    asyncio.run(scenario())
+
+
+async def _in_flight_is(outbox: Outbox, count: int) -> bool:
+    return (await outbox.stats()).in_flight == count
