@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import gc
 import re
 import subprocess
 import sys
@@ -829,3 +830,30 @@ def test_in_process_server_ids_follow_the_seed() -> None:
         return [o["button_order_id"] for o in server.orders()]
 
     assert asyncio.run(ids()) == asyncio.run(ids())
+
+
+def test_what_the_sandbox_holds_is_not_walked_by_the_garbage_collector() -> None:
+    # A full collection pauses every answer for as long as it walks the tracked objects; orders and the request
+    # log kept as JSON text add none, so a sandbox holding many orders does not pause longer.
+    async def tracked_growth(orders: int) -> int:
+        async with (
+            SandboxServer(SandboxConfig(seed=1)) as server,
+            aiohttp.ClientSession(headers=auth_header("sk-sandbox")) as session,
+        ):
+
+            async def create(order_id: str) -> None:
+                async with session.post(f"{server.url}/v1/order", json=new_order(order_id)) as response:
+                    assert response.status == 200
+
+            await create("warm-up")
+            gc.collect()
+            before = len(gc.get_objects())
+            for i in range(orders):
+                await create(f"held-{i}")
+            gc.collect()
+            growth = len(gc.get_objects()) - before
+            assert len(server.orders()) == len(server.requests()) == orders + 1
+            return growth
+
+    # As dicts, each order with its logged request added about six tracked objects.
+    assert asyncio.run(tracked_growth(300)) < 100
