@@ -9,7 +9,7 @@ from pathlib import Path
 from button_sidecar.pipeline.outbox import Outbox
 from button_sidecar.pipeline.records import OutboxItem, OutboxRow
 from button_sidecar.pipeline.retry import Delivered, Outcome, RetryPolicy
-from button_sidecar.pipeline.worker import DeliveryWorker, Request
+from button_sidecar.pipeline.worker import DeliveryService, DeliveryWorker, Request
 from button_sidecar.telemetry.metrics import SidecarMetrics
 from prometheus_client import CollectorRegistry
 
@@ -35,19 +35,25 @@ class HeldBookkeeping:
         await self.release.wait()
 
 
+async def started_worker(outbox: Outbox, service: DeliveryService, concurrency: int, keys: list[str]) -> DeliveryWorker:
+    """Open `outbox`, queue a create for each of `keys`, and start a worker delivering them with `service`."""
+    await outbox.open()
+    worker = DeliveryWorker(
+        outbox, service, RetryPolicy(), concurrency=concurrency, metrics=SidecarMetrics(CollectorRegistry())
+    )
+    await outbox.enqueue([OutboxItem("create_order", "POST", "/v1/order", b"{}", key, None) for key in keys])
+    worker.start()
+    return worker
+
+
 def test_an_answered_request_frees_its_slot_while_its_outcome_is_recorded_and_its_key_still_waits(
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
         outbox = Outbox(tmp_path, max_rows=100, max_bytes=2**20)
-        await outbox.open()
         service = HeldBookkeeping()
-        worker = DeliveryWorker(
-            outbox, service, RetryPolicy(), concurrency=1, metrics=SidecarMetrics(CollectorRegistry())
-        )
         keys = ["a", "b", "a", "c", "d"]
-        await outbox.enqueue([OutboxItem("create_order", "POST", "/v1/order", b"{}", key, None) for key in keys])
-        worker.start()
+        worker = await started_worker(outbox, service, 1, keys)
         try:
             # One request at a time, but "a" being recorded does not hold up "b" (another order)...
             await wait_until(lambda: _true(len(service.sent) == 2), timeout=5.0, what="a second request")
@@ -104,14 +110,9 @@ class LeaseWitness:
 def test_rows_are_leased_ahead_so_a_freed_slot_does_not_wait_for_a_lease(tmp_path: Path) -> None:
     async def scenario() -> None:
         outbox = CountedLeases(tmp_path, max_rows=100, max_bytes=2**20)
-        await outbox.open()
         service = LeaseWitness(outbox)
-        worker = DeliveryWorker(
-            outbox, service, RetryPolicy(), concurrency=1, metrics=SidecarMetrics(CollectorRegistry())
-        )
         keys = ["a", "b", "c", "d"]
-        await outbox.enqueue([OutboxItem("create_order", "POST", "/v1/order", b"{}", key, None) for key in keys])
-        worker.start()
+        worker = await started_worker(outbox, service, 1, keys)
         try:
 
             async def all_delivered() -> bool:
@@ -140,14 +141,9 @@ class HeldAnswers(LeaseWitness):
 def test_stop_puts_rows_leased_ahead_back_in_the_queue(tmp_path: Path) -> None:
     async def scenario() -> None:
         outbox = CountedLeases(tmp_path, max_rows=100, max_bytes=2**20)
-        await outbox.open()
         service = HeldAnswers(outbox)
-        worker = DeliveryWorker(
-            outbox, service, RetryPolicy(), concurrency=4, metrics=SidecarMetrics(CollectorRegistry())
-        )
         keys = [f"k{i}" for i in range(20)]
-        await outbox.enqueue([OutboxItem("create_order", "POST", "/v1/order", b"{}", key, None) for key in keys])
-        worker.start()
+        worker = await started_worker(outbox, service, 4, keys)
         try:
             # Four requests wait for their answers; one more row is leased ahead of a free slot.
             await wait_until(lambda: _in_flight_is(outbox, 5), timeout=5.0, what="a row leased ahead")
