@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 # Even with nothing to do, look at the outbox this often (and refresh the depth gauges).
 _IDLE_POLL_SECS = 1.0
+# A delivery event's detail is a reason, not a message: an error text longer than this is cut.
+_MAX_DETAIL_CHARS: Final = 200
 
 
 def _lease_ahead(limit: int) -> int:
@@ -31,9 +33,6 @@ def _lease_ahead(limit: int) -> int:
     during one lease at full speed (~3 ms of a 25 ms round trip at 64 in flight)."""
     return max(1, limit // 4)
 
-
-# A delivery event's detail is a reason, not a message: an error text longer than this is cut.
-_MAX_DETAIL_CHARS: Final = 200
 
 DeliveryEventType = Literal["sent", "delivered", "retry_scheduled", "dead_lettered"]
 
