@@ -228,15 +228,17 @@ class SandboxServer:
         identity = self._identity(request.headers.get(hdrs.AUTHORIZATION), route, body)
 
         latency_ms = self._faults.config.latency_ms
-        arrival = next(self._arrivals)
-        self._in_flight[arrival] = {
+        # What both the in-flight listing and the request log say of this request.
+        seen: JsonObject = {
             "seq": seq,
             "time_monotonic": received_monotonic,
+            "time_wall": received_wall,
             "method": request.method,
             "path": raw_path,
             "order_id": order_id,
-            "latency_ms": latency_ms,
         }
+        arrival = next(self._arrivals)
+        self._in_flight[arrival] = {**seen, "latency_ms": latency_ms}
         try:
             if latency_ms:
                 await asyncio.sleep(latency_ms / 1000)
@@ -256,12 +258,7 @@ class SandboxServer:
         self._requests.append(
             orjson.dumps(
                 {
-                    "seq": seq,
-                    "time_monotonic": received_monotonic,
-                    "time_wall": received_wall,
-                    "method": request.method,
-                    "path": raw_path,
-                    "order_id": order_id,
+                    **seen,
                     "status": status,
                     "fault": fault.kind if fault is not None else None,
                     # Which credential it authenticated with (never the credential itself).
