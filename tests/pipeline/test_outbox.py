@@ -412,6 +412,38 @@ def test_order_status_follows_the_rows(tmp_path: Path) -> None:
     run(tmp_path, scenario)
 
 
+def test_acknowledgements_made_together_share_their_statements(tmp_path: Path) -> None:
+    # Three hundred: more than one chunk of a multi-row statement.
+    keys = [f"order-{i}" for i in range(300)]
+
+    async def scenario(outbox: Outbox) -> None:
+        await outbox.enqueue(
+            [item(None)] + [item(key) for key in keys] + [item(key, kind="update_order") for key in keys]
+        )
+        heads, _ = await outbox.lease(1000)
+        assert len(heads) == 301
+        statements: list[str] = []
+        await outbox._db.call(lambda: outbox._db.conn.set_trace_callback(statements.append))
+        await asyncio.gather(*(outbox.ack(row.seq, 200 + row.seq % 2) for row in heads))
+        await outbox._db.call(lambda: outbox._db.conn.set_trace_callback(None))
+        deletes = [s for s in statements if s.startswith("DELETE FROM outbox")]
+        assert len(deletes) == 3, deletes  # one per chunk of 150, not one per request
+        stats = await outbox.stats()
+        assert (stats.queued, stats.in_flight, stats.delivered) == (300, 0, 301)
+        # Each key's next request is its head now, due at once.
+        updates, _ = await outbox.lease(1000)
+        assert sorted(row.order_key or "" for row in updates) == sorted(keys)
+        assert {row.kind for row in updates} == {"update_order"}
+        expected.update({row.order_key: 200 + row.seq % 2 for row in heads if row.order_key is not None})
+
+    expected: dict[str | None, int] = {}
+    run(tmp_path, scenario)
+    # Each key's outcome is kept with its own status.
+    with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:
+        kept = dict(conn.execute("SELECT order_key, last_status FROM order_status WHERE state = 'delivered'"))
+    assert len(kept) == 300 and kept == expected
+
+
 def test_a_finished_order_status_is_kept_for_the_retention_period(tmp_path: Path) -> None:
     clock = [1_000_000.0]
 

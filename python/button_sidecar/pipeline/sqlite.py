@@ -316,15 +316,22 @@ class SqliteDatabase:
 
         `linger`: with no group being written, wait up to `LINGER_SECS` for more writes to join, unless one
         that does not linger comes first (then all go at once). Only for writes no caller's answer waits on."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        result: T = await self.submit_grouped(fn, durable=durable, linger=linger)
+        return result
+
+    def submit_grouped(
+        self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True, linger: bool = False
+    ) -> asyncio.Future[T]:
+        """`write_grouped`, queued at once (in call order with the other writes): its future. Cancelling the
+        future only stops waiting for it; the write goes ahead."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._grouped.append(_GroupedWrite(fn, durable, future))
         if self._flusher is None or self._flusher.done():
             if not linger:
                 self._start_flush()
             elif self._lingering is None:
                 self._lingering = asyncio.get_running_loop().call_later(LINGER_SECS, self._start_flush)
-        result: T = await future
-        return result
+        return future
 
     def _start_flush(self) -> None:
         if self._lingering is not None:
