@@ -182,6 +182,36 @@ def test_the_ledger_contract(tmp_path: Path, store_settings: dict[str, Any]) -> 
     asyncio.run(scenario())
 
 
+def test_orders_recorded_together_share_one_statement_and_keep_their_order(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        ledger = SqliteOrderLedger(tmp_path)
+        await ledger.open()
+        try:
+            statements: list[str] = []
+            await ledger._db.call(lambda: ledger._db.conn.set_trace_callback(statements.append))
+            await asyncio.gather(
+                *(ledger.record(f"order-{i}", orjson.dumps({"total": i})) for i in range(200)),
+                ledger.record("order-7", b'{"total": -1}', replace=False),  # already recorded: left as it is
+                ledger.record("order-8", b'{"total": -2}'),  # made later: replaces
+            )
+            await ledger._db.call(lambda: ledger._db.conn.set_trace_callback(None))
+            inserts = [statement for statement in statements if statement.startswith("INSERT")]
+            # 150 rows a statement, then a run of each kind: not one statement per order.
+            assert [insert.split(" INTO")[0] for insert in inserts] == [
+                "INSERT OR REPLACE",
+                "INSERT OR REPLACE",
+                "INSERT OR IGNORE",
+                "INSERT OR REPLACE",
+            ]
+            assert await ledger.get("order-7") == LedgerOrder("order-7", {"total": 7})
+            assert await ledger.get("order-8") == LedgerOrder("order-8", {"total": -2})
+            assert len(await ledger.known({f"order-{i}" for i in range(200)})) == 200
+        finally:
+            await ledger.close()
+
+    asyncio.run(scenario())
+
+
 def test_ledger_orders_are_forgotten_a_retention_period_after_their_last_change(
     tmp_path: Path, store_settings: dict[str, Any]
 ) -> None:

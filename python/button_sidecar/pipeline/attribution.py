@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from button_sidecar.pipeline.sqlite import SqliteStore
+from button_sidecar.pipeline.sqlite import SqliteStore, placeholders
 
 
 class LearnedToken(Protocol):
@@ -110,7 +110,7 @@ class SqliteAttributionStore(SqliteStore):
         def newest(conn: sqlite3.Connection) -> StoredAttribution | None:
             row = conn.execute(
                 "SELECT timestamp_ms, btn_ref FROM attributions"
-                f" WHERE user_key IN ({','.join('?' * len(keys))}) AND timestamp_ms > ?"
+                f" WHERE user_key IN {placeholders(len(keys))} AND timestamp_ms > ?"
                 " ORDER BY timestamp_ms DESC, btn_ref DESC LIMIT 1",
                 args,
             ).fetchone()

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Protocol
 
 import orjson
 
-from button_sidecar.pipeline.sqlite import SqliteStore
+from button_sidecar.pipeline.sqlite import Gathering, SqliteStore, chunks, placeholders, value_rows
 
 JsonObject = dict[str, object]
 
@@ -91,6 +92,11 @@ class SqliteOrderLedger(SqliteStore):
         super().__init__(state_dir / "ledger.sqlite3", _SCHEMA)
         self._retention_secs = retention_secs
         self._clock = clock
+        # Not waited onto the disk: a ledger row lost to a power cut is fetched from Button when a refund needs it.
+        # Lingers, and the orders delivered about the same time are written together (no ingest answer waits).
+        self._records: Gathering[_Record, None] = Gathering(
+            lambda write: self._db.submit_grouped(write, durable=False, linger=True), _write_records
+        )
 
     async def get(self, order_id: str) -> LedgerOrder | None:
         row = await self._db.read(
@@ -105,26 +111,15 @@ class SqliteOrderLedger(SqliteStore):
 
         def known(conn: sqlite3.Connection) -> set[str]:
             found: set[str] = set()
-            for start in range(0, len(ids), _KNOWN_CHUNK):
-                chunk = ids[start : start + _KNOWN_CHUNK]
-                rows = conn.execute(
-                    f"SELECT order_id FROM orders WHERE order_id IN ({','.join('?' * len(chunk))})", chunk
-                )
+            for chunk in chunks(ids, _KNOWN_CHUNK):
+                rows = conn.execute(f"SELECT order_id FROM orders WHERE order_id IN {placeholders(len(chunk))}", chunk)
                 found.update(r[0] for r in rows)
             return found
 
         return await self._db.read_quick(known) if ids else set()
 
     async def record(self, order_id: str, order_json: bytes, *, replace: bool = True) -> None:
-        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-        # Not waited onto the disk: a ledger row lost to a power cut is fetched from Button when a refund needs it.
-        # Lingers: one transaction for the orders delivered about the same time (no ingest answer waits on it).
-        await self._db.execute(
-            f"{verb} INTO orders (order_id, fields, deleted, updated_at) VALUES (?, ?, 0, ?)",
-            (order_id, order_json, self._clock()),
-            durable=False,
-            linger=True,
-        )
+        await self._records.add((order_id, order_json, replace, self._clock()))
 
     async def mark_deleted(self, order_id: str) -> None:
         await self._db.execute(
@@ -134,3 +129,19 @@ class SqliteOrderLedger(SqliteStore):
     async def purge(self) -> int:
         cutoff = self._clock() - self._retention_secs
         return await self._db.delete_all("orders", "updated_at < ?", (cutoff,))
+
+
+# An order to record: id, fields (JSON), whether it replaces one already recorded, and when.
+_Record = tuple[str, bytes, bool, float]
+
+
+def _write_records(conn: sqlite3.Connection, records: Sequence[_Record]) -> None:
+    """One multi-row statement per run of records with the same `replace`, in the order they were made."""
+    for replace, run in groupby(records, key=lambda record: record[2]):
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        for chunk in chunks(list(run)):
+            rows = value_rows(len(chunk), "(?, ?, 0, ?)")
+            conn.execute(
+                f"{verb} INTO orders (order_id, fields, deleted, updated_at) VALUES {rows}",
+                [value for order_id, fields, _, at in chunk for value in (order_id, fields, at)],
+            )

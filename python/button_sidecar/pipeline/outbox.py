@@ -13,11 +13,10 @@ import fcntl
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from button_sidecar.pipeline.records import (
     DeadLetter,
@@ -30,11 +29,15 @@ from button_sidecar.pipeline.records import (
 )
 from button_sidecar.pipeline.sqlite import (
     DELETE_CHUNK_ROWS,
+    Gathering,
     SqliteDatabase,
     StorageCorrupt,
     StorageError,
     StorageUnavailable,
+    chunks,
     delete_chunk,
+    placeholders,
+    value_rows,
 )
 
 __all__ = [
@@ -48,8 +51,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 WhenFull = Literal["reject", "block"]
 # Writes the outcome of one leased row; returns how the pending (rows, bytes) totals change once it commits.
@@ -199,8 +200,16 @@ class Outbox:
         self._work_listeners: list[Callable[[], None]] = []
         # Outcomes the storage refused, by seq; the next lease writes them first (see `_settle`).
         self._unsettled: dict[int, _Settlement] = {}
-        # The acknowledgements gathering for the next write, if any (see `ack`).
-        self._acks: _Acks | None = None
+        # Not waited onto the disk: a lost acknowledgement only means the request is sent again (Button answers a
+        # repeated create with 409; updates carry full state; a delete is idempotent). One fsync per delivered
+        # request was most of the outbox thread's time at a thousand orders a second. Lingers for the
+        # acknowledgements that follow (the delivery worker frees the row's slot before it).
+        self._acks: Gathering[tuple[int, int | None], tuple[int, int]] = Gathering(
+            lambda write: self._queue_write(
+                lambda conn, counts: _count(counts, write(conn)), durable=False, linger=True
+            ),
+            lambda conn, acks: _delete_acknowledged(conn, acks, self._clock()),
+        )
 
     @property
     def path(self) -> Path:
@@ -426,9 +435,10 @@ class Outbox:
                 "ORDER BY o.next_attempt_at, o.seq LIMIT ?",
                 (now, limit),
             ).fetchall()
-            for chunk in _chunks([r[0] for r in rows]):
+            for chunk in chunks([r[0] for r in rows]):
                 conn.execute(
-                    f"UPDATE outbox SET state = 'in_flight', updated_at = ? WHERE seq IN {_marks(chunk)}", (now, *chunk)
+                    f"UPDATE outbox SET state = 'in_flight', updated_at = ? WHERE seq IN {placeholders(len(chunk))}",
+                    (now, *chunk),
                 )
             next_due = None
             if len(rows) < limit:
@@ -469,36 +479,14 @@ class Outbox:
     async def ack(self, seq: int, status: int | None) -> None:
         """The attempt succeeded: delete the row and keep the outcome for its key.
 
-        Acknowledgements made while no group has taken them share one write (`_Acks`): a few statements for
-        all of them instead of seven each, one wake-up of the event loop instead of one per request."""
-        acks = self._acks
-        if acks is None or not acks.add(seq, status):
-            acks = self._acks = self._gather_acks(seq, status)
-        assert acks.written is not None
+        Acknowledgements made about the same time are written together (`Gathering`): a few statements for all
+        of them, not seven each."""
         try:
-            # Shielded: a caller that stops waiting must not cancel the write the others wait for.
-            await asyncio.shield(acks.written)
+            await self._acks.add((seq, status))
         except StorageUnavailable:
             # Kept for the next lease, as this row's own settlement (see `_settle`).
-            now = acks.now
-            self._unsettled[seq] = lambda conn: _delete_acknowledged(conn, [(seq, status)], now)
+            self._unsettled[seq] = lambda conn: _delete_acknowledged(conn, [(seq, status)], self._clock())
             raise
-
-    def _gather_acks(self, seq: int, status: int | None) -> _Acks:
-        acks = _Acks(self._clock())
-        acks.add(seq, status)
-        # Not waited onto the disk: a lost acknowledgement only means the request is sent again (Button answers a
-        # repeated create with 409; updates carry full state; a delete is idempotent). One fsync per delivered
-        # request was most of the outbox thread's time at a thousand orders a second. Lingers for the
-        # acknowledgements that follow (the delivery worker frees the row's slot before it).
-        acks.written = self._queue_write(
-            lambda conn, counts: _count(counts, _delete_acknowledged(conn, acks.take(), acks.now)),
-            durable=False,
-            linger=True,
-        )
-        # Also closed when the write failed before it took them (e.g. BEGIN refused): later ones go to the next.
-        acks.written.add_done_callback(lambda _: acks.take())
-        return acks
 
     async def reschedule(
         self, seq: int, next_attempt_at: float, error: str, status: int | None, response: str | None
@@ -678,74 +666,37 @@ class Outbox:
     def _dead_selection(seqs: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
         if seqs is None:
             return "state = 'dead'", ()
-        return f"state = 'dead' AND seq IN ({','.join('?' * len(seqs))})", tuple(seqs)
-
-
-class _Acks:
-    """Acknowledgements for one grouped write: added on the event loop until the database thread takes them
-    (under `lock`, as the two threads race); an acknowledgement made after that starts the next `_Acks`."""
-
-    __slots__ = ("lock", "now", "rows", "taken", "written")
-
-    def __init__(self, now: float) -> None:
-        self.lock = threading.Lock()
-        self.now = now
-        self.rows: list[tuple[int, int | None]] = []
-        self.taken = False
-        self.written: asyncio.Future[tuple[int, int]] | None = None
-
-    def add(self, seq: int, status: int | None) -> bool:
-        """Add one unless the database thread took them already; whether it was added."""
-        with self.lock:
-            if not self.taken:
-                self.rows.append((seq, status))
-            return not self.taken
-
-    def take(self) -> list[tuple[int, int | None]]:
-        with self.lock:
-            self.taken = True
-            return self.rows
-
-
-# Rows per statement of a multi-row write: under SQLite's oldest limit of 999 bound values (5 per row at most).
-_CHUNK_ROWS = 150
-
-
-def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
-    return [items[i : i + _CHUNK_ROWS] for i in range(0, len(items), _CHUNK_ROWS)]
-
-
-def _marks(values: Sequence[object]) -> str:
-    """`(?, ?, ...)`, one placeholder per value."""
-    return f"({','.join('?' * len(values))})"
+        return f"state = 'dead' AND seq IN {placeholders(len(seqs))}", tuple(seqs)
 
 
 def _delete_acknowledged(
     conn: sqlite3.Connection, acks: Sequence[tuple[int, int | None]], now: float
 ) -> tuple[int, int]:
     """Delete the delivered rows `acks` (seq, status), promote the next row of each of their keys and keep each
-    key's outcome; a few statements per `_CHUNK_ROWS` rows."""
+    key's outcome; a few statements per `MULTI_ROW_CHUNK` rows."""
     statuses = dict(acks)
     changed = [0, 0]
-    for chunk in _chunks(list(statuses)):
+    for chunk in chunks(list(statuses)):
         rows = conn.execute(
-            f"SELECT seq, order_key, kind, attempts, LENGTH(body) FROM outbox WHERE seq IN {_marks(chunk)}", chunk
+            f"SELECT seq, order_key, kind, attempts, LENGTH(body) FROM outbox WHERE seq IN {placeholders(len(chunk))}",
+            chunk,
         ).fetchall()
         if not rows:
             continue
-        conn.execute(f"DELETE FROM outbox WHERE seq IN {_marks(chunk)}", chunk)
+        conn.execute(f"DELETE FROM outbox WHERE seq IN {placeholders(len(chunk))}", chunk)
         keyed = [row for row in rows if row[1] is not None]
         if keyed:
             keys = [row[1] for row in keyed]
             # One row per key is ever in flight (only heads are leased): each key's next row becomes its head.
             conn.execute(
                 "UPDATE outbox SET next_attempt_at = ? WHERE next_attempt_at = ? AND seq IN (SELECT MIN(seq) FROM"
-                f" outbox WHERE order_key IN {_marks(keys)} AND state != 'dead' GROUP BY order_key)",
+                f" outbox WHERE order_key IN {placeholders(len(keys))} AND state != 'dead' GROUP BY order_key)",
                 (now, _BEHIND_HEAD, *keys),
             )
+            delivered = value_rows(len(keyed), "(?, 'delivered', ?, ?, ?, NULL, ?)")
             conn.execute(
                 "INSERT OR REPLACE INTO order_status (order_key, state, kind, attempts, last_status, last_error,"
-                " updated_at) VALUES " + ",".join(["(?, 'delivered', ?, ?, ?, NULL, ?)"] * len(keyed)),
+                f" updated_at) VALUES {delivered}",
                 [value for row in keyed for value in (row[1], row[2], row[3] + 1, statuses[row[0]], now)],
             )
         _add_to_counter(conn, "delivered", len(rows))

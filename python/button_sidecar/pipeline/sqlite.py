@@ -16,13 +16,15 @@ import asyncio
 import functools
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,25 @@ CHECKPOINT_AFTER_CHANGES: Final = 1000
 # wait for others to join its group. A transaction costs ~50 µs of the database thread besides its rows, and
 # a delivery settling one row at a time paid it for every row.
 LINGER_SECS: Final = 0.002
+
+
+# Rows per multi-row statement: under SQLite's oldest limit of 999 bound values at up to 6 values per row.
+MULTI_ROW_CHUNK: Final = 150
+
+
+def chunks(items: Sequence[T], size: int = MULTI_ROW_CHUNK) -> list[Sequence[T]]:
+    """`items` cut into runs of at most `size`."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def placeholders(count: int) -> str:
+    """`(?,?,...)`: an `IN` list of `count` values."""
+    return f"({','.join('?' * count)})"
+
+
+def value_rows(count: int, row: str) -> str:
+    """The rows of a multi-row `VALUES`: `row` (e.g. `(?, ?, 0, ?)`) `count` times."""
+    return ",".join([row] * count)
 
 
 def delete_chunk(conn: sqlite3.Connection, table: str, condition: str, params: Sequence[object]) -> int:
@@ -124,6 +145,63 @@ class _GroupedWrite:
 @dataclass(slots=True)
 class _Raised:
     error: Exception
+
+
+class _Gathered(Generic[Item, T]):
+    """Items for one write, added on the event loop until the database thread takes them (under `lock`: the
+    two threads race); an item added after that goes to the next write."""
+
+    __slots__ = ("items", "lock", "taken", "written")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: list[Item] = []
+        self.taken = False
+        self.written: asyncio.Future[T] | None = None
+
+    def add(self, item: Item) -> bool:
+        with self.lock:
+            if not self.taken:
+                self.items.append(item)
+            return not self.taken
+
+    def take(self) -> list[Item]:
+        with self.lock:
+            self.taken = True
+            return self.items
+
+
+class Gathering(Generic[Item, T]):
+    """Many small writes of one kind made about the same time (e.g. delivery's outcomes), written by one
+    function call for all of them: a few multi-row statements instead of a grouped write, with its savepoint,
+    statements and event-loop wake-up, per item.
+
+    `submit` queues a write on the database (e.g. `SqliteDatabase.submit_grouped`, lingering); `write` runs on
+    the database thread with every item gathered until then.
+    """
+
+    def __init__(
+        self,
+        submit: Callable[[Callable[[sqlite3.Connection], T]], asyncio.Future[T]],
+        write: Callable[[sqlite3.Connection, list[Item]], T],
+    ) -> None:
+        self._submit = submit
+        self._write = write
+        self._next: _Gathered[Item, T] | None = None
+
+    async def add(self, item: Item) -> T:
+        """Queue `item`; returns what the write that carried it returned (shared by all its items), or raises
+        what it raised. A caller that stops waiting does not cancel the write."""
+        gathered = self._next
+        if gathered is None or not gathered.add(item):
+            gathered = self._next = _Gathered()
+            gathered.add(item)
+            written = self._submit(lambda conn: self._write(conn, gathered.take()))
+            # Also closed when the write failed before it took them (e.g. BEGIN refused): later ones go to the next.
+            written.add_done_callback(lambda _: gathered.take())
+            gathered.written = written
+        assert gathered.written is not None
+        return await asyncio.shield(gathered.written)
 
 
 class SqliteStore:
