@@ -1,5 +1,5 @@
-"""AdaptiveConcurrency: additive increase on success, multiplicative decrease on 429/503; IngestFirst: the
-same, decreased while ingest calls wait on a late event loop."""
+"""AdaptiveConcurrency: additive increase on success, multiplicative decrease on 429/503; IngestFirst: halved
+while ingest calls wait (a late event loop, a slow outbox write), one more per cooldown otherwise."""
 
 from __future__ import annotations
 
@@ -37,15 +37,16 @@ def test_never_below_one() -> None:
     assert limit.limit == 1
 
 
-def test_ingest_first_halves_delivery_while_the_loop_runs_late_during_ingest_and_resets_when_idle() -> None:
+def test_ingest_first_halves_delivery_while_ingest_waits_climbs_back_by_time_and_resets_when_idle() -> None:
     async def scenario() -> None:
         yields: list[None] = []
         first = IngestFirst(
             16,
             max_wait_secs=10.0,
             lag_secs=0.002,
+            slow_write_secs=0.005,
             probe_secs=0.001,
-            cooldown_secs=0.0,
+            cooldown_secs=0.2,
             idle_secs=1.0,
             on_yield=lambda: yields.append(None),
         )
@@ -53,21 +54,30 @@ def test_ingest_first_halves_delivery_while_the_loop_runs_late_during_ingest_and
         try:
             await asyncio.sleep(0.05)
             time.sleep(0.02)  # the loop is late, but no ingest call is waiting: nothing to yield to
+            first.outbox_write_took(0.5)  # nor is a slow write without ingest calls
             await asyncio.sleep(0.01)
             assert (first.limit(0.0), yields) == (16, [])
             first.ingest_seen()
             await asyncio.sleep(0.005)
-            for _ in range(3):
-                time.sleep(0.01)  # a callback holds the loop while ingest calls arrive
-                await asyncio.sleep(0.005)
-            assert first.limit(0.0) <= 4 and len(yields) >= 2
-            for _ in range(6):
-                time.sleep(0.01)
-                await asyncio.sleep(0.005)
-            assert first.limit(0.0) == 1  # never below one: delivery goes on
+            time.sleep(0.01)  # a callback holds the loop while ingest calls arrive
+            await asyncio.sleep(0.005)
+            assert (first.limit(0.0), len(yields)) == (8, 1)
+            first.outbox_write_took(0.001)  # a quick write says nothing
+            first.outbox_write_took(0.02)  # an ingest call waited for its outbox write: halved after the cooldown
+            await asyncio.sleep(0.05)
+            assert first.limit(0.0) == 8
+            await asyncio.sleep(0.2)
+            assert (first.limit(0.0), len(yields)) == (4, 2)
             assert first.limit(10.5) == 16  # a request waited longer than max_wait_secs: no yielding
-            first.on_success()
-            assert first.limit(0.0) == 2
+            # On time and no slow write: one more per cooldown, whatever was delivered meanwhile.
+            first.ingest_seen()
+            await asyncio.sleep(0.5)
+            assert 5 <= first.limit(0.0) <= 7 and len(yields) == 2
+            for _ in range(8):
+                first.ingest_seen()
+                first.outbox_write_took(0.02)
+                await asyncio.sleep(0.2)
+            assert first.limit(0.0) == 1  # never below one: delivery goes on
             await asyncio.sleep(1.5)  # no ingest for longer than idle_secs
             assert first.limit(0.0) == 16
         finally:

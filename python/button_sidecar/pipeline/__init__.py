@@ -337,7 +337,10 @@ class Pipeline:
                 enqueued, _ = await asyncio.gather(self._outbox.enqueue_many(batches), self._remember(learned))
             else:  # most calls: no token learned, nothing to run alongside
                 enqueued = await self._outbox.enqueue_many(batches)
-            self.metrics.ingest_outbox_seconds.observe(time.perf_counter() - writing)
+            written = time.perf_counter() - writing
+            self.metrics.ingest_outbox_seconds.observe(written)
+            if self._ingest_first is not None:
+                self._ingest_first.outbox_write_took(written)
         else:  # nothing to store in the outbox (e.g. unusable payloads only): no transaction, no fsync
             await self._remember(learned)
             enqueued = [EnqueueResult(duplicate_batch=False, seqs=()) for _ in plans]

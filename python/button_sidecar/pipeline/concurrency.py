@@ -64,11 +64,13 @@ class IngestFirst:
 
     Ingest and delivery share one event loop. While ingest calls arrive, a probe sleeps `probe_secs` at a time
     and measures how late it wakes up: later than `lag_secs` means callbacks are queueing on the loop, and
-    delivery's limit halves (at most once per `cooldown_secs`, never below 1); each delivered request adds
-    `1/limit` back, as in `AdaptiveConcurrency`. After `idle_secs` without an ingest call the limit is
-    `maximum` again and the probe sleeps until the next call, costing nothing. Delivery never stops (the
-    limit stays at least 1), and the limit is `maximum` while a request has waited longer than `max_wait_secs`:
-    a burst is absorbed by the outbox, a sustained load is delivered at full speed.
+    delivery's limit halves; on time, it grows by one. Either at most once per `cooldown_secs`, never below 1.
+    The limit grows by time, not by delivered requests: against a receiver answering at once, a round of
+    requests takes a millisecond, and one more per round won back within milliseconds what a halving took.
+    After `idle_secs` without an ingest call the limit is `maximum` again and the probe sleeps until the next
+    call, costing nothing. Delivery never stops (the limit stays at least 1), and the limit is `maximum` while
+    a request has waited longer than `max_wait_secs`: a burst is absorbed by the outbox, a sustained load is
+    delivered at full speed.
     """
 
     def __init__(
@@ -77,40 +79,58 @@ class IngestFirst:
         *,
         max_wait_secs: float = 10.0,
         lag_secs: float = 0.002,
+        slow_write_secs: float = 0.005,
         probe_secs: float = 0.005,
         cooldown_secs: float = 0.05,
         idle_secs: float = 1.0,
         on_yield: Callable[[], None] = lambda: None,
     ) -> None:
-        self._limit = AdaptiveConcurrency(maximum, cooldown_secs=cooldown_secs)
+        self._maximum = maximum
+        self._limit = maximum
         self._max_wait_secs = max_wait_secs
         self._lag_secs = lag_secs
+        self._slow_write_secs = slow_write_secs
+        self._slow_write = False
         self._probe_secs = probe_secs
+        self._cooldown_secs = cooldown_secs
         self._idle_secs = idle_secs
         self._on_yield = on_yield
         self._last_ingest = float("-inf")
+        self._last_change = float("-inf")
         self._ingesting = asyncio.Event()
 
     def limit(self, oldest_wait_secs: float) -> int:
         """The limit on requests in flight, given how long the oldest request has waited for delivery."""
-        return self._limit.maximum if oldest_wait_secs > self._max_wait_secs else self._limit.limit
+        return self._maximum if oldest_wait_secs > self._max_wait_secs else self._limit
 
     def ingest_seen(self) -> None:
         self._last_ingest = time.monotonic()
         self._ingesting.set()
 
-    def on_success(self) -> None:
-        self._limit.on_success()
+    def outbox_write_took(self, secs: float) -> None:
+        """An ingest call's outbox write took `secs` (from the call's start of it to its answer)."""
+        if secs > self._slow_write_secs:
+            self._slow_write = True
 
     async def run(self) -> None:
         """Probe the loop while ingest is active; runs until cancelled."""
         loop = asyncio.get_running_loop()
         while True:
             if time.monotonic() - self._last_ingest > self._idle_secs:
-                self._limit.reset()
+                self._limit = self._maximum
                 self._ingesting.clear()
                 await self._ingesting.wait()
+                self._slow_write = False  # from before the pause: not this burst's
             due = loop.time() + self._probe_secs
             await asyncio.sleep(self._probe_secs)
-            if loop.time() - due > self._lag_secs and self._limit.on_overload():
+            now = loop.time()
+            if now - self._last_change < self._cooldown_secs:
+                continue
+            slow_write, self._slow_write = self._slow_write, False
+            if now - due > self._lag_secs or slow_write:
+                self._limit = max(1, self._limit // 2)
+                self._last_change = now
                 self._on_yield()
+            elif self._limit < self._maximum:
+                self._limit += 1
+                self._last_change = now

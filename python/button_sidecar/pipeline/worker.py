@@ -319,8 +319,6 @@ class DeliveryWorker:
     def _adapt(self, outcome: Outcome) -> None:
         if isinstance(outcome, Delivered):
             self._concurrency.on_success()
-            if self._yield_to is not None:
-                self._yield_to.on_success()
         elif isinstance(outcome, Retry) and outcome.status in OVERLOAD_STATUSES:
             self._concurrency.on_overload()
         self._metrics.delivery_concurrency_limit.set(self._limit())
