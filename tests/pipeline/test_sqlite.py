@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
 import pytest
-from button_sidecar.pipeline.sqlite import DELETE_CHUNK_ROWS, SqliteDatabase, StorageError
+from button_sidecar.pipeline.sqlite import DELETE_CHUNK_ROWS, Gathering, SqliteDatabase, StorageError
 
 
 @asynccontextmanager
@@ -264,5 +264,33 @@ def test_closing_writes_what_still_lingers(tmp_path: Path, monkeypatch: pytest.M
         await asyncio.wait_for(asyncio.gather(*lingering), 5.0)
         with closing(sqlite3.connect(tmp_path / "x.sqlite3")) as conn:
             assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 3
+
+    asyncio.run(scenario())
+
+
+def test_gathered_items_go_in_one_write_call_and_a_caller_that_stops_waiting_cancels_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("button_sidecar.pipeline.sqlite.LINGER_SECS", 0.05)
+
+    async def scenario() -> None:
+        async with opened(tmp_path) as db:
+            calls: list[list[int]] = []
+
+            def write(conn: sqlite3.Connection, values: list[int]) -> int:
+                calls.append(values)
+                conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in values])
+                return len(values)
+
+            gathering: Gathering[int, int] = Gathering(
+                lambda fn: db.submit_grouped(fn, durable=False, linger=True), write
+            )
+            adds = [asyncio.ensure_future(gathering.add(value)) for value in range(5)]
+            await asyncio.sleep(0.01)  # still lingering
+            adds[1].cancel()
+            assert await asyncio.gather(*adds[2:], adds[0]) == [5, 5, 5, 5]
+            assert adds[1].cancelled() and calls == [[0, 1, 2, 3, 4]]
+            assert await gathering.add(5) == 1  # the write was taken: a new one
+            assert calls[1:] == [[5]] and await _count_rows(db) == 6
 
     asyncio.run(scenario())
