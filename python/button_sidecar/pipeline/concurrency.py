@@ -39,15 +39,8 @@ class AdaptiveConcurrency:
     def limit(self) -> int:
         return max(1, int(self._limit))
 
-    @property
-    def maximum(self) -> int:
-        return int(self._maximum)
-
     def on_success(self) -> None:
         self._limit = min(self._maximum, self._limit + 1.0 / self._limit)
-
-    def reset(self) -> None:
-        self._limit = self._maximum
 
     def on_overload(self) -> bool:
         """Lower the limit unless it was lowered within the cooldown; whether it was lowered now."""
@@ -62,9 +55,11 @@ class AdaptiveConcurrency:
 class IngestFirst:
     """Delivery yields the event loop to ingest: ingest callers wait on their answer, Button does not.
 
-    Ingest and delivery share one event loop. While ingest calls arrive, a probe sleeps `probe_secs` at a time
-    and measures how late it wakes up: later than `lag_secs` means callbacks are queueing on the loop, and
-    delivery's limit halves; on time, it grows by one. Either at most once per `cooldown_secs`, never below 1.
+    Ingest and delivery share one event loop (and one GIL). While ingest calls arrive, a probe sleeps
+    `probe_secs` at a time and measures how late it wakes up. Later than `lag_secs` (callbacks are queueing on
+    the loop), or an ingest call's outbox write took longer than `slow_write_secs` since the last probe (it
+    waited for the database thread, which delivery's writes share): delivery's limit halves. Otherwise it grows
+    by one. Either at most once per `cooldown_secs`, never below 1.
     The limit grows by time, not by delivered requests: against a receiver answering at once, a round of
     requests takes a millisecond, and one more per round won back within milliseconds what a halving took.
     After `idle_secs` without an ingest call the limit is `maximum` again and the probe sleeps until the next
