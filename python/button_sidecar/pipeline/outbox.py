@@ -142,8 +142,8 @@ class Outbox:
     Semantics:
     - `enqueue` returns only after its rows are committed with fsync. Every write (enqueues, leases and
       outcomes) made while a transaction commits goes into the next one, each in its own savepoint (group
-      commit): one transaction, and at most one fsync, per group instead of per call. A batch is written
-      whole or not at all.
+      commit): one transaction, and at most one fsync, per group instead of per call. Acknowledgements made
+      together share one savepoint and a few statements. A batch is written whole or not at all.
     - Bounded by pending rows and body bytes (dead letters are not counted: they are kept until purged).
       Past a limit `enqueue` raises `OutboxFull`, or with `when_full="block"` waits for room up to
       `block_timeout_secs`. Nothing accepted is ever dropped.
