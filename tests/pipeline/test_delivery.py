@@ -470,6 +470,38 @@ def test_delivery_yields_to_ingest_on_a_late_loop_and_still_delivers_everything(
     asyncio.run(scenario())
 
 
+def test_delivery_stops_yielding_once_the_outbox_is_half_full(tmp_path: Path, sandbox: Sandbox) -> None:
+    """Yielding to ingest must never be why the outbox fills up and refuses ingest."""
+
+    async def scenario() -> None:
+        registry = CollectorRegistry()
+        sandbox.set_faults(latency_ms=1500)  # every request stays in flight long enough to be counted
+        screen_view = batch({"event_type": "screen_view", "data": {"screen_name": "home"}})
+
+        async def ingest_on_a_late_loop(payload: bytes) -> None:
+            await pipeline.ingest(payload)
+            time.sleep(0.01)  # a callback holding the loop while ingest calls keep coming
+            await asyncio.sleep(0.002)
+
+        config = settings(tmp_path, sandbox, concurrency=16, max_queue_rows=20)
+        async with running(config, registry) as pipeline:
+            for _ in range(30):  # 16 -> 8 -> 4 -> 2 -> 1, one halving per cooldown
+                await ingest_on_a_late_loop(screen_view)
+            assert metric(registry, "button_sidecar_delivery_yields_total") >= 4
+            for i in range(12):  # 12 of 20 rows: past half full while ingest still waits
+                await ingest_on_a_late_loop(batch(purchase(f"half-full-{i}")))
+            most = 0
+            for _ in range(40):
+                await ingest_on_a_late_loop(screen_view)
+                most = max(most, len(await asyncio.to_thread(sandbox.in_flight)))
+                if most >= 10:
+                    break
+            assert most >= 10, f"only {most} requests in flight at once"
+            await drained(pipeline)
+
+    asyncio.run(scenario())
+
+
 def test_without_ingest_first_delivery_never_yields(tmp_path: Path, sandbox: Sandbox) -> None:
     async def scenario() -> None:
         registry = CollectorRegistry()

@@ -103,6 +103,22 @@ def test_past_the_byte_limit_enqueue_raises(tmp_path: Path) -> None:
     run(tmp_path, scenario, max_bytes=100)
 
 
+def test_fill_is_the_pending_rows_or_bytes_closest_to_their_limit(tmp_path: Path) -> None:
+    async def scenario(outbox: Outbox) -> None:
+        assert outbox.fill() == 0.0
+        await outbox.enqueue([item("A"), item("B", b"x" * 48)])
+        assert outbox.fill() == 0.5  # 50 of 100 bytes; 2 of 10 rows
+        await outbox.enqueue([item(f"R{i}") for i in range(4)])
+        assert outbox.fill() == 0.6  # 6 of 10 rows; 58 bytes
+        rows, _ = await outbox.lease(10)
+        by_key = {row.order_key: row.seq for row in rows}
+        await outbox.ack(by_key["B"], 200)
+        await outbox.dead_letter(by_key["R0"], "rejected", "400", 400, None)  # dead letters are not counted
+        assert outbox.fill() == 0.4
+
+    run(tmp_path, scenario, max_rows=10, max_bytes=100)
+
+
 def test_when_full_block_waits_for_room(tmp_path: Path) -> None:
     async def scenario(outbox: Outbox) -> None:
         (first,) = (await outbox.enqueue([item("A")])).seqs

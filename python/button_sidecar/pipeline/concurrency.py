@@ -64,8 +64,9 @@ class IngestFirst:
     requests takes a millisecond, and one more per round won back within milliseconds what a halving took.
     After `idle_secs` without an ingest call the limit is `maximum` again and the probe sleeps until the next
     call, costing nothing. Delivery never stops (the limit stays at least 1), and the limit is `maximum` while
-    a request has waited longer than `max_wait_secs`: a burst is absorbed by the outbox, a sustained load is
-    delivered at full speed.
+    a request has waited longer than `max_wait_secs` or the outbox is at least `max_fill` full: a burst is
+    absorbed by the outbox, a sustained load is delivered at full speed, and yielding is never why the outbox
+    fills up and refuses ingest.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class IngestFirst:
         maximum: int,
         *,
         max_wait_secs: float = 10.0,
+        max_fill: float = 0.5,
         lag_secs: float = 0.002,
         slow_write_secs: float = 0.005,
         probe_secs: float = 0.005,
@@ -83,6 +85,7 @@ class IngestFirst:
         self._maximum = maximum
         self._limit = maximum
         self._max_wait_secs = max_wait_secs
+        self._max_fill = max_fill
         self._lag_secs = lag_secs
         self._slow_write_secs = slow_write_secs
         self._slow_write = False
@@ -94,9 +97,12 @@ class IngestFirst:
         self._last_change = float("-inf")
         self._ingesting = asyncio.Event()
 
-    def limit(self, oldest_wait_secs: float) -> int:
-        """The limit on requests in flight, given how long the oldest request has waited for delivery."""
-        return self._maximum if oldest_wait_secs > self._max_wait_secs else self._limit
+    def limit(self, oldest_wait_secs: float, outbox_fill: float) -> int:
+        """The limit on requests in flight, given how long the oldest request has waited for delivery and how
+        full the outbox is (`Outbox.fill`)."""
+        if oldest_wait_secs > self._max_wait_secs or outbox_fill >= self._max_fill:
+            return self._maximum
+        return self._limit
 
     def ingest_seen(self) -> None:
         self._last_ingest = time.monotonic()

@@ -215,6 +215,11 @@ class Outbox:
     def path(self) -> Path:
         return self._db.path
 
+    def fill(self) -> float:
+        """How full the outbox is: its pending requests or bytes, whichever is closer to its limit, as a share
+        of that limit (as of the last commit)."""
+        return max(self._pending_rows / self._max_rows, self._pending_bytes / self._max_bytes)
+
     def on_work(self, listener: Callable[[], None]) -> None:
         """Call `listener` (on the event loop) whenever rows were added or became leasable again."""
         self._work_listeners.append(listener)

@@ -240,7 +240,9 @@ class DeliveryWorker:
 
     def _limit(self) -> int:
         limit = self._concurrency.limit
-        return limit if self._yield_to is None else min(limit, self._yield_to.limit(self._oldest_wait_secs))
+        if self._yield_to is None:
+            return limit
+        return min(limit, self._yield_to.limit(self._oldest_wait_secs, self._outbox.fill()))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
