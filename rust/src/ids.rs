@@ -66,30 +66,57 @@ pub fn strip_deeplink_url(url: &str) -> String {
     }
 }
 
+/// Past this many identifiers an order's are kept in a set: below it a scan is cheaper than hashing
+/// (an order holds a handful of items), above it the set keeps hostile input linear.
+const SCAN_LIMIT: usize = 32;
+
 /// Hands out line-item identifiers that are unique within one order: a repeated identifier gets
 /// `-2`, `-3`, ... (skipping any suffix already taken by another item).
 #[derive(Default)]
 pub struct LineItemIds {
-    used: FxHashSet<String>,
+    used: Vec<String>,
+    used_set: Option<FxHashSet<String>>,
+    /// The last suffix handed out per repeated identifier (one seen once is not in it).
     repeats: FxHashMap<String, u32>,
 }
 
 impl LineItemIds {
     pub fn assign(&mut self, base: &str) -> String {
-        let mut n = self.repeats.get(base).copied().unwrap_or(0);
+        if !self.is_used(base) {
+            return self.take(base.to_string());
+        }
+        // Suffixes below the last one handed out for this base are all taken: nothing is ever freed.
+        let mut n = self.repeats.get(base).copied().unwrap_or(1);
         let id = loop {
             n += 1;
-            let candidate = if n == 1 {
-                base.to_string()
-            } else {
-                format!("{base}-{n}")
-            };
-            if !self.used.contains(&candidate) {
+            let candidate = format!("{base}-{n}");
+            if !self.is_used(&candidate) {
                 break candidate;
             }
         };
         self.repeats.insert(base.to_string(), n);
-        self.used.insert(id.clone());
+        self.take(id)
+    }
+
+    fn is_used(&self, id: &str) -> bool {
+        match &self.used_set {
+            Some(set) => set.contains(id),
+            None => self.used.iter().any(|used| used == id),
+        }
+    }
+
+    fn take(&mut self, id: String) -> String {
+        match &mut self.used_set {
+            Some(set) => {
+                set.insert(id.clone());
+            }
+            None => {
+                self.used.push(id.clone());
+                if self.used.len() > SCAN_LIMIT {
+                    self.used_set = Some(self.used.drain(..).collect());
+                }
+            }
+        }
         id
     }
 }
@@ -148,6 +175,18 @@ mod tests {
             "app://p/1?btn_ref=srctok-1&from_landing=true"
         );
         assert_eq!(strip_deeplink_url("app://p/1?utm=a"), "app://p/1");
+    }
+
+    #[test]
+    fn line_item_ids_stay_unique_past_the_scan_limit() {
+        let mut ids = LineItemIds::default();
+        let got: Vec<String> = (0..100)
+            .map(|i| ids.assign(if i % 2 == 0 { "a" } else { "a-3" }))
+            .collect();
+        let unique: FxHashSet<&String> = got.iter().collect();
+        assert_eq!(unique.len(), 100);
+        assert_eq!(got[..6], ["a", "a-3", "a-2", "a-3-2", "a-4", "a-3-3"]);
+        assert_eq!(got[98..], ["a-51", "a-3-50"]);
     }
 
     #[test]

@@ -57,7 +57,10 @@ impl<'a> Json<'a> {
     /// An mParticle batch: only the fields the mapping reads are built. The input must be UTF-8 as a
     /// whole (checked here: serde_json does not check the strings it skips).
     pub fn parse_batch(raw: &'a [u8]) -> Result<Json<'a>, String> {
-        let text = std::str::from_utf8(raw).map_err(|e| format!("not UTF-8 ({e})"))?;
+        let text = simdutf8::basic::from_utf8(raw)
+            // The standard check again, for the error: only it says where the input stops being UTF-8.
+            .or_else(|_| std::str::from_utf8(raw))
+            .map_err(|e| format!("not UTF-8 ({e})"))?;
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let value = Shape::Batch.deserialize(&mut deserializer).map_err(|e| e.to_string())?;
         deserializer.end().map_err(|e| e.to_string())?;
