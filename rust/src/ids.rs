@@ -74,6 +74,7 @@ const SCAN_LIMIT: usize = 32;
 /// `-2`, `-3`, ... (skipping any suffix already taken by another item).
 #[derive(Default)]
 pub struct LineItemIds {
+    /// The identifiers handed out, until there are more than `SCAN_LIMIT`; then `used_set` holds them.
     used: Vec<String>,
     used_set: Option<FxHashSet<String>>,
     /// The last suffix handed out per repeated identifier (one seen once is not in it).
