@@ -22,7 +22,10 @@ so nothing is deduplicated away.
   10% and the half-load phases (`sustained_steps` more phases), with that phase's latency: the rate to size
   a deployment by.
 - For the half-load phase, the cores each process used (sidecar, Button sandbox, load generator): a sidecar
-  near 1.0 is bound by its one event loop.
+  near 1.0 is bound by its one event loop. And its p99 apart for the calls due within the sidecar's
+  `delivery.ingest_first_max_wait_secs` of the phase's start and after it: half load queues more than delivery
+  sends beside it, and past that wait delivery runs at full concurrency again, beside ingest in one process.
+  The JSON also has every phase's p50 and p99 per second.
 - After each sidecar phase, its `/metrics`: requests still waiting in the outbox, delivered, and how often
   delivery yielded to ingest (what was ingested is not necessarily delivered yet). For the open-loop phases
   also per second: requests queued and requests delivered, i.e. whether delivery keeps up with that load.
@@ -43,6 +46,7 @@ import shlex
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -53,6 +57,7 @@ import aiohttp
 import grpc  # type: ignore[import-untyped]
 import orjson
 from button_sidecar import Transformer
+from button_sidecar.config import DeliveryConfig
 from button_sidecar.v1 import sidecar_pb2, sidecar_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -134,6 +139,9 @@ class Phase:
     events: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list)
+    # Per call, parallel to `latencies_s`: when it was due, in seconds from the start of the phase.
+    due_s: list[float] = field(default_factory=list)
+    started_at: float = 0.0
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     sandbox_cpu_s: float = 0.0
@@ -166,6 +174,19 @@ class Phase:
     def latency_ms(self, q: float) -> float:
         return percentile(self.latencies_s, q) * 1000
 
+    def latencies_due(self, start_s: float, end_s: float) -> list[float]:
+        """The latencies of the calls due from `start_s` to before `end_s` into the phase."""
+        return [latency for due, latency in zip(self.due_s, self.latencies_s, strict=True) if start_s <= due < end_s]
+
+    def by_second(self) -> list[dict[str, float]]:
+        """The p50 and p99 (ms) of the calls due in each second of the phase."""
+        seconds = int(max(self.due_s, default=-1.0)) + 1
+        return [
+            {"second": second, "calls": len(due), "p50": percentile(due, 50) * 1000, "p99": percentile(due, 99) * 1000}
+            for second in range(seconds)
+            if (due := self.latencies_due(second, second + 1))
+        ]
+
     def to_json(self) -> dict[str, object]:
         return {
             "mode": self.mode,
@@ -190,6 +211,7 @@ class Phase:
             "ingest_stages_ms": self.stages_ms,
             "latency_ms_mean": sum(self.latencies_s) / len(self.latencies_s) * 1000 if self.latencies_s else None,
             "delivery_keeps_up": self.delivery_keeps_up,
+            "latency_ms_by_second": self.by_second(),
         }
 
 
@@ -226,6 +248,7 @@ async def _call(send: Send, payload: bytes, events: int, due: float, phase: Phas
         return
     if record:
         phase.latencies_s.append(time.perf_counter() - due)
+        phase.due_s.append(due - phase.started_at)
         phase.calls += 1
         phase.events += events
 
@@ -236,7 +259,7 @@ async def closed_loop(
     """`concurrency` calls always in flight; only calls started after the warm-up are counted."""
     phase = Phase("closed", concurrency=concurrency)
     loop_start = time.perf_counter()
-    measure_from = loop_start + warmup_s
+    measure_from = phase.started_at = loop_start + warmup_s
     stop_at = measure_from + duration_s
     marks: dict[str, tuple[float, float, float, float, int]] = {}
 
@@ -260,7 +283,7 @@ async def open_loop(send: Send, payloads: Payloads, calls_per_s: float, duration
     interval = 1.0 / calls_per_s
     tasks: set[asyncio.Task[None]] = set()
     start_cpu = meters.read()
-    start = time.perf_counter()
+    start = phase.started_at = time.perf_counter()
     i = 0
     while (due := start + i * interval) < start + duration_s:
         delay = due - time.perf_counter()
@@ -394,6 +417,24 @@ def sandbox_flags() -> list[str]:
     `BENCH_SANDBOX_FLAGS='--latency-ms 600000'`: every delivery waits for an answer, so a phase measures ingest
     without delivery's share of the sidecar."""
     return ["--request-log-limit", "1000", *shlex.split(os.environ.get("BENCH_SANDBOX_FLAGS", ""))]
+
+
+def ingest_first_max_wait_secs() -> float:
+    """The served sidecar's `delivery.ingest_first_max_wait_secs`: its default, or what `BENCH_SIDECAR_TOML` sets."""
+    delivery = tomllib.loads(os.environ.get("BENCH_SIDECAR_TOML", "")).get("delivery", {})
+    return float(delivery.get("ingest_first_max_wait_secs", DeliveryConfig().ingest_first_max_wait_secs))
+
+
+def split_at(phase: Phase, at_s: float) -> dict[str, object]:
+    """The phase's p99 (ms; None without calls) for the calls due before `at_s` into it, and after."""
+    before, after = phase.latencies_due(0.0, at_s), phase.latencies_due(at_s, float("inf"))
+    return {
+        "at_s": at_s,
+        "calls_before": len(before),
+        "p99_ms_before": percentile(before, 99) * 1000 if before else None,
+        "calls_after": len(after),
+        "p99_ms_after": percentile(after, 99) * 1000 if after else None,
+    }
 
 
 @dataclass
@@ -550,6 +591,8 @@ async def protocol_run(
         "floor": floor.to_json(),
         "floor_half": floor_half.to_json(),
         "half": open_phases["half"].to_json(),
+        # Delivery yields to ingest for at most this long; then it runs at full concurrency beside it.
+        "half_by_max_wait": split_at(open_phases["half"], ingest_first_max_wait_secs()),
         # What a call costs nearly without queueing: the latency floor of the path itself.
         "light": open_phases["light"].to_json(),
         "sustained": sustained,
@@ -652,6 +695,12 @@ def _rows(name: str, result: dict[str, Any]) -> list[Row]:
         Row(f"e2e {name}: p50 latency at half load", half["latency_ms"]["p50"], "ms"),
         Row(f"e2e {name}: p99 latency at half load", half["latency_ms"]["p99"], "ms", TARGET_P99_MS, "lower"),
         Row(f"e2e {name}: p99.9 latency at half load", half["latency_ms"]["p99.9"], "ms"),
+        *(
+            Row(f"e2e {name}: p99 latency at half load, calls due {when} {split['at_s']:g} s", split[key], "ms")
+            for split in (result["half_by_max_wait"],)
+            for when, key in (("in the first", "p99_ms_before"), ("after", "p99_ms_after"))
+            if split[key] is not None
+        ),
         Row(f"e2e {name}: p99 latency at half load, do-nothing server (floor)", floor_half["latency_ms"]["p99"], "ms"),
         # Who used the 2 cores at half load: a sidecar near 1.0 is bound by its one event loop (the GIL).
         *(

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from benches.bench_e2e import Phase, split_at
+
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 240
 
@@ -78,6 +80,12 @@ def test_e2e_benchmark_loads_both_endpoints_single_and_bulk_and_the_floor(tmp_pa
             assert list(stages) == ["mapping", "lookups", "outbox"] and all(ms > 0 for ms in stages.values())
         for phase in (result["half"], result["light"]):  # open loops: the client timed the same calls
             assert sum(phase["ingest_stages_ms"].values()) < phase["latency_ms_mean"]
+            # Every call is in the second it was due.
+            assert sum(second["calls"] for second in phase["latency_ms_by_second"]) == phase["calls"]
+        # Quick phases end before delivery stops yielding (10 s): every call is before the split.
+        split = result["half_by_max_wait"]
+        assert (split["at_s"], split["calls_before"], split["calls_after"]) == (10.0, result["half"]["calls"], 0)
+        assert split["p99_ms_before"] == result["half"]["latency_ms"]["p99"] and split["p99_ms_after"] is None
         assert result["floor"]["ingest_stages_ms"] == {}
         per_call[key] = result["best"]["events"] / result["best"]["calls"]
         # The sustained search starts from the 10% and half-load phases and adds one bisection step (quick).
@@ -92,3 +100,21 @@ def test_e2e_benchmark_loads_both_endpoints_single_and_bulk_and_the_floor(tmp_pa
     # A bulk call carries 20 corpus batches (11 events on average), a single call one.
     for protocol in ("grpc", "http"):
         assert per_call[f"{protocol}-bulk-20"] > 10 * per_call[protocol]
+
+
+def test_half_load_latency_is_split_at_the_max_wait_and_by_second() -> None:
+    phase = Phase("open", latencies_s=[0.004, 0.006, 0.005, 0.030, 0.040], due_s=[0.1, 0.9, 1.2, 10.0, 11.5])
+    assert [(s["second"], s["calls"], s["p99"]) for s in phase.by_second()] == [
+        (0, 2, 6.0),
+        (1, 1, 5.0),
+        (10, 1, 30.0),
+        (11, 1, 40.0),
+    ]
+    assert split_at(phase, 10.0) == {
+        "at_s": 10.0,
+        "calls_before": 3,
+        "p99_ms_before": 6.0,
+        "calls_after": 2,
+        "p99_ms_after": 40.0,
+    }
+    assert split_at(phase, 20.0)["p99_ms_after"] is None
