@@ -679,7 +679,7 @@ def _name(protocol: str, per_call: int) -> str:
 
 def _rows(name: str, result: dict[str, Any]) -> list[Row]:
     best, half, light, floor = result["best"], result["half"], result["light"], result["floor"]
-    floor_half = result["floor_half"]
+    floor_half, split = result["floor_half"], result["half_by_max_wait"]
     rows = [
         Row(f"e2e {name}: max events/s (c={best['concurrency']})", best["events_per_s"], "events/s", TARGET_EVENTS_S),
         Row(f"e2e {name}: max events/s of a do-nothing server (floor)", floor["events_per_s"], "events/s"),
@@ -697,7 +697,6 @@ def _rows(name: str, result: dict[str, Any]) -> list[Row]:
         Row(f"e2e {name}: p99.9 latency at half load", half["latency_ms"]["p99.9"], "ms"),
         *(
             Row(f"e2e {name}: p99 latency at half load, calls due {when} {split['at_s']:g} s", split[key], "ms")
-            for split in (result["half_by_max_wait"],)
             for when, key in (("in the first", "p99_ms_before"), ("after", "p99_ms_after"))
             if split[key] is not None
         ),
