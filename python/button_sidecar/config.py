@@ -275,10 +275,11 @@ class DeliveryConfig:
     """Seconds one Button request may take end to end before it counts as failed and is retried.
     Default: `10`. Example: `30`."""
     ingest_first_max_wait_secs: float = 10.0
-    """Delivery yields the event loop to ingest: while ingest calls arrive and the loop runs late, fewer
-    requests go to Button at once (never fewer than one), so callers are answered first and the outbox holds
-    what waits, as long as no request has waited longer than this; then delivery goes at full speed again
-    (a sustained load is delivered, not only queued). `0` turns yielding off. Default: `10`. Example: `60`."""
+    """Delivery yields the event loop to ingest: while ingest calls arrive and wait (the loop runs late, an
+    outbox write is slow), fewer requests go to Button at once (never fewer than one), so callers are answered
+    first and the outbox holds what waits, as long as no request has waited longer than this and the outbox is
+    less than half full; then delivery goes at full speed again (a sustained load is delivered, not only
+    queued, and the outbox does not fill up). `0` turns yielding off. Default: `10`. Example: `60`."""
     shutdown_deadline_secs: float = 10.0
     """On SIGTERM/SIGINT, seconds in-flight requests may take to finish; what is left stays queued on disk
     for the next start. Default: `10`. Example: `25`."""

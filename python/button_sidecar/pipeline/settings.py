@@ -45,8 +45,9 @@ class PipelineSettings:
     ingest_first_max_wait_secs: float = 10.0
     """Delivery yields the event loop to ingest (`IngestFirst`): while ingest calls arrive and the loop runs
     late, fewer requests go to Button at once, so that callers of ingest are answered first and the outbox
-    holds what waits; but only while no request has waited longer than this many seconds, so a sustained load
-    is still delivered as fast as it can be. 0: never yield. Default 10."""
+    holds what waits; but only while no request has waited longer than this many seconds and the outbox is
+    less than half full, so a sustained load is still delivered as fast as it can be. 0: never yield.
+    Default 10."""
     request_timeout_secs: float = 10.0
     """Seconds one Button request may take end to end before it counts as failed and is retried. Default 10."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
