@@ -464,21 +464,19 @@ class Outbox:
             logger.info("Wrote the outcome of %d request(s) that the storage had refused before.", len(unsettled))
         return leased, next_due
 
-    async def _settle(self, seq: int, settlement: _Settlement, *, durable: bool = True, linger: bool = False) -> None:
+    async def _settle(self, seq: int, settlement: _Settlement) -> None:
         """Write the outcome of leased row `seq`. When the storage refuses it (`StorageUnavailable`, raised), it is
         kept and written by the next `lease`: the row stays in flight (not sent again) until then, and a crash
         meanwhile queues it again on start (at-least-once)."""
         try:
-            await self._commit(settlement, durable=durable, linger=linger)
+            await self._commit(settlement)
         except StorageUnavailable:
             self._unsettled[seq] = settlement
             raise
 
-    async def _commit(self, write: _Settlement, *, durable: bool = True, linger: bool = False) -> tuple[int, int]:
-        """`write` in the next group; returns its change of the pending totals, published once committed."""
-        change: tuple[int, int] = await self._write(
-            lambda conn, counts: _count(counts, write(conn)), durable=durable, linger=linger
-        )
+    async def _commit(self, write: _Settlement) -> tuple[int, int]:
+        """`write` durably in the next group; returns its change of the pending totals, published once committed."""
+        change: tuple[int, int] = await self._write(lambda conn, counts: _count(counts, write(conn)), durable=True)
         return change
 
     async def ack(self, seq: int, status: int | None) -> None:
