@@ -4,7 +4,7 @@ use crate::errors::{ErrorKind, FieldError, Location};
 use crate::json::{Json, Object};
 use crate::money::{Decimal, MoneyError};
 
-static EMPTY: Object<'static> = Object(Vec::new());
+static EMPTY: Object<'static> = Object(&[]);
 
 /// A present, non-null value of `key`.
 pub fn field<'j, 'a>(object: &'j Object<'a>, key: &str) -> Option<&'j Json<'a>> {

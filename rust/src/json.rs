@@ -1,73 +1,80 @@
-//! A borrowed JSON tree: strings and number texts point into the input wherever they can.
+//! A borrowed JSON tree: strings and number texts point into the input wherever they can, and
+//! everything else (arrays, objects, unescaped strings) is allocated in one arena per batch.
 //!
 //! serde_json parses (it checks syntax, escapes and nesting); this model avoids what a
 //! `serde_json::Value` costs: a `String` per key and value and a map per object. Objects keep their
 //! pairs in order and look up from the end, so a repeated key means its last value, as in `Value`.
+//! The arena (`bumpalo`) makes a batch's tree one allocation instead of dozens, and dropping it free.
 //!
 //! A batch is parsed with its [`Shape`]: fields the mapping never reads are scanned (syntax checked)
 //! but not built, which is most of the work saved. Where a value is not the container the shape
 //! expects, it is built whole, so the mapping sees (and rejects) exactly what was sent.
 
+use bumpalo::Bump;
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use std::borrow::Cow;
 use std::fmt;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Json<'a> {
     Null,
     Bool(bool),
     /// The number's text exactly as written (`1.50`, `1E5`).
-    Number(Cow<'a, str>),
-    String(Cow<'a, str>),
-    Array(Vec<Json<'a>>),
+    Number(&'a str),
+    String(&'a str),
+    Array(&'a [Json<'a>]),
     Object(Object<'a>),
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Object<'a>(pub Vec<(Cow<'a, str>, Json<'a>)>);
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Object<'a>(pub &'a [(&'a str, Json<'a>)]);
 
 impl<'a> Object<'a> {
     /// The value of `key` (the last one when the key repeats).
     pub fn get(&self, key: &str) -> Option<&Json<'a>> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.0.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// Pairs in order, without the earlier values of repeated keys.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
         // Objects are small; past a few dozen keys, a set keeps hostile input linear.
         let last: Option<std::collections::HashMap<&str, usize>> =
-            (self.0.len() > 32).then(|| self.0.iter().enumerate().map(|(i, (k, _))| (k.as_ref(), i)).collect());
+            (self.0.len() > 32).then(|| self.0.iter().enumerate().map(|(i, (k, _))| (*k, i)).collect());
         self.0.iter().enumerate().filter_map(move |(i, (k, v))| {
             let is_last = match &last {
-                Some(last) => last.get(k.as_ref()) == Some(&i),
+                Some(last) => last.get(k) == Some(&i),
                 None => !self.0[i + 1..].iter().any(|(later, _)| later == k),
             };
-            is_last.then_some((k.as_ref(), v))
+            is_last.then_some((*k, v))
         })
     }
 }
 
 impl<'a> Json<'a> {
-    /// Any JSON document, built whole.
-    pub fn parse(raw: &'a [u8]) -> serde_json::Result<Json<'a>> {
-        serde_json::from_slice(raw)
+    /// Any JSON document, built whole in `arena`.
+    pub fn parse(raw: &'a [u8], arena: &'a Bump) -> serde_json::Result<Json<'a>> {
+        let mut deserializer = serde_json::Deserializer::from_slice(raw);
+        let value = Seed::new(Shape::Any, arena).deserialize(&mut deserializer)?;
+        deserializer.end()?;
+        Ok(value)
     }
 
-    /// An mParticle batch: only the fields the mapping reads are built. The input must be UTF-8 as a
-    /// whole (checked here: serde_json does not check the strings it skips).
-    pub fn parse_batch(raw: &'a [u8]) -> Result<Json<'a>, String> {
+    /// An mParticle batch: only the fields the mapping reads are built, in `arena`. The input must be
+    /// UTF-8 as a whole (checked here: serde_json does not check the strings it skips).
+    pub fn parse_batch(raw: &'a [u8], arena: &'a Bump) -> Result<Json<'a>, String> {
         let text = simdutf8::basic::from_utf8(raw)
             // The standard check again, for the error: only it says where the input stops being UTF-8.
             .or_else(|_| std::str::from_utf8(raw))
             .map_err(|e| format!("not UTF-8 ({e})"))?;
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let value = Shape::Batch.deserialize(&mut deserializer).map_err(|e| e.to_string())?;
+        let value = Seed::new(Shape::Batch, arena)
+            .deserialize(&mut deserializer)
+            .map_err(|e| e.to_string())?;
         deserializer.end().map_err(|e| e.to_string())?;
         Ok(value)
     }
 
-    pub fn as_str(&self) -> Option<&str> {
+    pub fn as_str(&self) -> Option<&'a str> {
         match self {
             Json::String(s) => Some(s),
             _ => None,
@@ -186,13 +193,30 @@ impl Shape {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Shape {
+/// A shape and the arena the values are built in.
+#[derive(Clone, Copy)]
+struct Seed<'a> {
+    shape: Shape,
+    arena: &'a Bump,
+}
+
+impl<'a> Seed<'a> {
+    fn new(shape: Shape, arena: &'a Bump) -> Self {
+        Seed { shape, arena }
+    }
+
+    fn with(self, shape: Shape) -> Self {
+        Seed { shape, ..self }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Seed<'de> {
     type Value = Json<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json<'de>, D::Error> {
-        if self == Shape::Scalar {
+        if self.shape == Shape::Scalar {
             let raw = <&'de RawValue>::deserialize(deserializer)?;
-            return Json::from_raw(raw.get()).map_err(de::Error::custom);
+            return Json::from_raw(raw.get(), self.arena).map_err(de::Error::custom);
         }
         deserializer.deserialize_any(JsonVisitor(self))
     }
@@ -200,21 +224,21 @@ impl<'de> DeserializeSeed<'de> for Shape {
 
 impl<'a> Json<'a> {
     /// A value from its raw JSON text (already checked for syntax by the enclosing parse).
-    fn from_raw(text: &'a str) -> serde_json::Result<Json<'a>> {
+    fn from_raw(text: &'a str, arena: &'a Bump) -> serde_json::Result<Json<'a>> {
         let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
         match text.as_bytes().first() {
-            Some(b'"') if !text.contains('\\') => Ok(Json::String(Cow::Borrowed(&text[1..text.len() - 1]))),
-            Some(b'"') => Ok(Json::String(Cow::Owned(serde_json::from_str::<String>(text)?))),
-            Some(b'-' | b'0'..=b'9') => Ok(Json::Number(Cow::Borrowed(text))),
+            Some(b'"') if !text.contains('\\') => Ok(Json::String(&text[1..text.len() - 1])),
+            Some(b'"') => Ok(Json::String(arena.alloc_str(&serde_json::from_str::<String>(text)?))),
+            Some(b'-' | b'0'..=b'9') => Ok(Json::Number(text)),
             // Literals, and containers where a scalar was expected (built whole, to be ignored or rejected).
-            _ => serde_json::from_str(text),
+            _ => Json::parse(text.as_bytes(), arena),
         }
     }
 }
 
-struct JsonVisitor(Shape);
+struct JsonVisitor<'a>(Seed<'a>);
 
-impl<'de> Visitor<'de> for JsonVisitor {
+impl<'de> Visitor<'de> for JsonVisitor<'de> {
     type Value = Json<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -230,27 +254,23 @@ impl<'de> Visitor<'de> for JsonVisitor {
     // never reads as numbers (consent state, a container where a scalar was expected): their text may
     // be rounded, and nothing depends on it.
     fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
-        Ok(Json::Number(Cow::Owned(v.to_string())))
+        Ok(Json::Number(self.0.arena.alloc_str(&v.to_string())))
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
-        Ok(Json::Number(Cow::Owned(v.to_string())))
+        Ok(Json::Number(self.0.arena.alloc_str(&v.to_string())))
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Json<'de>, E> {
-        Ok(Json::Number(Cow::Owned(v.to_string())))
+        Ok(Json::Number(self.0.arena.alloc_str(&v.to_string())))
     }
 
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
-        Ok(Json::String(Cow::Borrowed(v)))
+        Ok(Json::String(v))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
-        Ok(Json::String(Cow::Owned(v.to_string())))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Json<'de>, E> {
-        Ok(Json::String(Cow::Owned(v)))
+        Ok(Json::String(self.0.arena.alloc_str(v)))
     }
 
     fn visit_unit<E>(self) -> Result<Json<'de>, E> {
@@ -262,66 +282,66 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
-        let item_shape = self.0.item();
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element_seed(item_shape)? {
-            items.push(item);
+        let item = self.0.with(self.0.shape.item());
+        let mut items = bumpalo::collections::Vec::with_capacity_in(seq.size_hint().unwrap_or(0), self.0.arena);
+        while let Some(value) = seq.next_element_seed(item)? {
+            items.push(value);
         }
-        Ok(Json::Array(items))
+        Ok(Json::Array(items.into_bump_slice()))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
-        let Some(BorrowedText(first)) = map.next_key::<BorrowedText<'de>>()? else {
+        let arena = self.0.arena;
+        let Some(first) = map.next_key_seed(Key(arena))? else {
             return Ok(Json::Object(Object::default()));
         };
         // Where an array is expected, an object is built whole, to be rejected as it is.
-        let shape = if matches!(self.0, Shape::Events | Shape::Products) {
+        let shape = if matches!(self.0.shape, Shape::Events | Shape::Products) {
             Shape::Any
         } else {
-            self.0
+            self.0.shape
         };
-        let mut pairs = Vec::with_capacity(8);
+        let mut pairs = bumpalo::collections::Vec::with_capacity_in(8, arena);
         let mut key = Some(first);
         while let Some(k) = key {
-            match shape.child(&k) {
+            match shape.child(k) {
                 Some(child) => {
-                    let value = map.next_value_seed(child)?;
+                    let value = map.next_value_seed(self.0.with(child))?;
                     pairs.push((k, value));
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            key = map.next_key::<BorrowedText<'de>>()?.map(|t| t.0);
+            key = map.next_key_seed(Key(arena))?;
         }
-        Ok(Json::Object(Object(pairs)))
+        Ok(Json::Object(Object(pairs.into_bump_slice())))
     }
 }
 
-impl<'de> Deserialize<'de> for Json<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Json<'de>, D::Error> {
-        Shape::Any.deserialize(deserializer)
+/// An object's key: borrowed from the input when it has no escapes, else unescaped into the arena.
+struct Key<'a>(&'a Bump);
+
+impl<'de> DeserializeSeed<'de> for Key<'de> {
+    type Value = &'de str;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<&'de str, D::Error> {
+        deserializer.deserialize_str(self)
     }
 }
 
-/// A string that borrows from the input when it has no escapes (`Cow<str>` alone always copies).
-struct BorrowedText<'a>(Cow<'a, str>);
+impl<'de> Visitor<'de> for Key<'de> {
+    type Value = &'de str;
 
-impl<'de> Deserialize<'de> for BorrowedText<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor;
-        impl<'de> Visitor<'de> for TextVisitor {
-            type Value = BorrowedText<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(BorrowedText(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(BorrowedText(Cow::Owned(v.to_string())))
-            }
-        }
-        deserializer.deserialize_str(TextVisitor)
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<&'de str, E> {
+        Ok(v)
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<&'de str, E> {
+        Ok(self.0.alloc_str(v))
     }
 }

@@ -5,9 +5,9 @@ use crate::config::TransformConfig;
 use crate::errors::{ErrorKind, FieldError, Location};
 use crate::json::{Json, Object};
 use crate::model::TransformResult;
-use crate::transform::{transform_json, transform_value};
+use crate::transform::{transform_json, transform_value, with_arena};
+use bumpalo::Bump;
 use prost::Message;
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 #[allow(clippy::all, missing_docs)]
@@ -16,46 +16,55 @@ pub mod pb {
 }
 
 /// An object builder that leaves out what proto3 cannot tell from absent (empty strings, unset
-/// messages). Strings borrow from the decoded message.
-#[derive(Default)]
-struct Obj<'a>(Vec<(Cow<'a, str>, Json<'a>)>);
+/// messages). Strings borrow from the decoded message; the tree is built in `arena`.
+struct Obj<'a> {
+    arena: &'a Bump,
+    pairs: bumpalo::collections::Vec<'a, (&'a str, Json<'a>)>,
+}
 
 impl<'a> Obj<'a> {
+    fn new(arena: &'a Bump) -> Self {
+        Obj {
+            arena,
+            pairs: bumpalo::collections::Vec::new_in(arena),
+        }
+    }
+
     fn text(self, key: &'static str, value: &'a str) -> Self {
-        let value = (!value.is_empty()).then_some(Json::String(Cow::Borrowed(value)));
+        let value = (!value.is_empty()).then_some(Json::String(value));
         self.value(key, value)
     }
 
     fn int(self, key: &'static str, value: Option<i64>) -> Self {
-        self.value(key, value.map(|v| Json::Number(Cow::Owned(v.to_string()))))
+        let arena = self.arena;
+        self.value(key, value.map(|v| Json::Number(arena.alloc_str(&v.to_string()))))
     }
 
     fn value(mut self, key: &'static str, value: Option<Json<'a>>) -> Self {
         if let Some(v) = value {
-            self.0.push((Cow::Borrowed(key), v));
+            self.pairs.push((key, v));
         }
         self
     }
 
     fn strings(self, key: &'static str, map: &'a BTreeMap<String, String>) -> Self {
-        self.value(key, (!map.is_empty()).then(|| strings(map)))
+        let arena = self.arena;
+        self.value(key, (!map.is_empty()).then(|| strings(map, arena)))
     }
 
     fn done(self) -> Json<'a> {
-        Json::Object(Object(self.0))
+        Json::Object(Object(self.pairs.into_bump_slice()))
     }
 }
 
-fn strings(map: &BTreeMap<String, String>) -> Json<'_> {
-    Json::Object(Object(
-        map.iter()
-            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Json::String(Cow::Borrowed(v.as_str()))))
-            .collect(),
-    ))
+fn strings<'a>(map: &'a BTreeMap<String, String>, arena: &'a Bump) -> Json<'a> {
+    Json::Object(Object(arena.alloc_slice_fill_iter(
+        map.iter().map(|(k, v)| (k.as_str(), Json::String(v.as_str()))),
+    )))
 }
 
-fn product(p: &pb::Product) -> Json<'_> {
-    Obj::default()
+fn product<'a>(p: &'a pb::Product, arena: &'a Bump) -> Json<'a> {
+    Obj::new(arena)
         .text("id", &p.id)
         .text("name", &p.name)
         .text("brand", &p.brand)
@@ -69,9 +78,10 @@ fn product(p: &pb::Product) -> Json<'_> {
         .done()
 }
 
-fn product_action(a: &pb::ProductAction) -> Json<'_> {
-    let products = (!a.products.is_empty()).then(|| Json::Array(a.products.iter().map(product).collect()));
-    Obj::default()
+fn product_action<'a>(a: &'a pb::ProductAction, arena: &'a Bump) -> Json<'a> {
+    let products = (!a.products.is_empty())
+        .then(|| Json::Array(arena.alloc_slice_fill_iter(a.products.iter().map(|p| product(p, arena)))));
+    Obj::new(arena)
         .text("action", &a.action)
         .text("transaction_id", &a.transaction_id)
         .text("total_amount", &a.total_amount)
@@ -83,22 +93,25 @@ fn product_action(a: &pb::ProductAction) -> Json<'_> {
         .done()
 }
 
-fn event(e: &pb::Event) -> Json<'_> {
+fn event<'a>(e: &'a pb::Event, arena: &'a Bump) -> Json<'a> {
     use pb::event::Event as E;
     let (event_type, data) = match &e.event {
         Some(E::CommerceEvent(c)) => (
             "commerce_event",
-            Obj::default()
+            Obj::new(arena)
                 .int("timestamp_unixtime_ms", c.timestamp_unixtime_ms)
                 .text("source_message_id", &c.source_message_id)
                 .strings("custom_attributes", &c.custom_attributes)
                 .text("currency_code", &c.currency_code)
-                .value("product_action", c.product_action.as_ref().map(product_action))
+                .value(
+                    "product_action",
+                    c.product_action.as_ref().map(|a| product_action(a, arena)),
+                )
                 .done(),
         ),
         Some(E::ApplicationStateTransition(t)) => (
             "application_state_transition",
-            Obj::default()
+            Obj::new(arena)
                 .int("timestamp_unixtime_ms", t.timestamp_unixtime_ms)
                 .text("source_message_id", &t.source_message_id)
                 .strings("custom_attributes", &t.custom_attributes)
@@ -110,20 +123,20 @@ fn event(e: &pb::Event) -> Json<'_> {
         ),
         Some(E::Other(o)) => (
             o.event_type.as_str(),
-            Obj::default()
+            Obj::new(arena)
                 .int("timestamp_unixtime_ms", o.timestamp_unixtime_ms)
                 .done(),
         ),
-        None => ("", Obj::default().done()),
+        None => ("", Obj::new(arena).done()),
     };
-    Obj::default()
+    Obj::new(arena)
         .text("event_type", event_type)
         .value("data", Some(data))
         .done()
 }
 
-fn consent(c: &pb::Consent) -> Json<'_> {
-    Obj::default()
+fn consent<'a>(c: &'a pb::Consent, arena: &'a Bump) -> Json<'a> {
+    Obj::new(arena)
         .value("consented", Some(Json::Bool(c.consented)))
         .text("document", &c.document)
         .int("timestamp_unixtime_ms", c.timestamp_unixtime_ms)
@@ -132,27 +145,26 @@ fn consent(c: &pb::Consent) -> Json<'_> {
         .done()
 }
 
-fn consent_state(c: &pb::ConsentState) -> Json<'_> {
-    let gdpr: Vec<_> = c
-        .gdpr
-        .iter()
-        .map(|(k, v)| (Cow::Borrowed(k.as_str()), consent(v)))
-        .collect();
+fn consent_state<'a>(c: &'a pb::ConsentState, arena: &'a Bump) -> Json<'a> {
+    let gdpr = arena.alloc_slice_fill_iter(c.gdpr.iter().map(|(k, v)| (k.as_str(), consent(v, arena))));
     let ccpa = c.ccpa.as_ref().map(|ccpa| {
-        Obj::default()
-            .value("data_sale_opt_out", ccpa.data_sale_opt_out.as_ref().map(consent))
+        Obj::new(arena)
+            .value(
+                "data_sale_opt_out",
+                ccpa.data_sale_opt_out.as_ref().map(|c| consent(c, arena)),
+            )
             .done()
     });
-    Obj::default()
+    Obj::new(arena)
         .value("gdpr", (!gdpr.is_empty()).then_some(Json::Object(Object(gdpr))))
         .value("ccpa", ccpa)
         .done()
 }
 
-/// The JSON model of a typed batch.
-pub fn batch_to_value(b: &pb::Batch) -> Json<'_> {
+/// The JSON model of a typed batch, built in `arena`.
+pub fn batch_to_value<'a>(b: &'a pb::Batch, arena: &'a Bump) -> Json<'a> {
     let identities = b.user_identities.as_ref().map(|u| {
-        Obj::default()
+        Obj::new(arena)
             .text("customer_id", &u.customer_id)
             .text("email", &u.email)
             .text("other", &u.other)
@@ -160,7 +172,7 @@ pub fn batch_to_value(b: &pb::Batch) -> Json<'_> {
             .done()
     });
     let device = b.device_info.as_ref().map(|d| {
-        Obj::default()
+        Obj::new(arena)
             .text("platform", &d.platform)
             .text("ios_advertising_id", &d.ios_advertising_id)
             .text("android_advertising_id", &d.android_advertising_id)
@@ -168,22 +180,26 @@ pub fn batch_to_value(b: &pb::Batch) -> Json<'_> {
             .text("android_uuid", &d.android_uuid)
             .done()
     });
-    let integrations: Vec<_> = b
-        .integration_attributes
-        .iter()
-        .filter_map(|(module, attrs)| {
+    let integrations = bumpalo::collections::Vec::from_iter_in(
+        b.integration_attributes.iter().filter_map(|(module, attrs)| {
             let value = if !attrs.attributes.is_empty() {
-                strings(&attrs.attributes)
+                strings(&attrs.attributes, arena)
             } else if !attrs.value.is_empty() {
-                Json::String(Cow::Borrowed(attrs.value.as_str()))
+                Json::String(attrs.value.as_str())
             } else {
                 return None;
             };
-            Some((Cow::Borrowed(module.as_str()), value))
-        })
-        .collect();
-    Obj::default()
-        .value("events", Some(Json::Array(b.events.iter().map(event).collect())))
+            Some((module.as_str(), value))
+        }),
+        arena,
+    );
+    Obj::new(arena)
+        .value(
+            "events",
+            Some(Json::Array(
+                arena.alloc_slice_fill_iter(b.events.iter().map(|e| event(e, arena))),
+            )),
+        )
         .text("source_request_id", &b.source_request_id)
         .text("environment", &b.environment)
         .text("mpid", &b.mpid)
@@ -192,9 +208,12 @@ pub fn batch_to_value(b: &pb::Batch) -> Json<'_> {
         .value("device_info", device)
         .value(
             "integration_attributes",
-            (!integrations.is_empty()).then_some(Json::Object(Object(integrations))),
+            (!integrations.is_empty()).then_some(Json::Object(Object(integrations.into_bump_slice()))),
         )
-        .value("consent_state", b.consent_state.as_ref().map(consent_state))
+        .value(
+            "consent_state",
+            b.consent_state.as_ref().map(|c| consent_state(c, arena)),
+        )
         .int("timestamp_unixtime_ms", b.timestamp_unixtime_ms)
         .done()
 }
@@ -214,7 +233,7 @@ fn unusable(what: &str) -> TransformResult {
 /// One serialised `Batch`.
 pub fn transform_batch(config: &TransformConfig, raw: &[u8], received_at_ms: i64) -> TransformResult {
     match pb::Batch::decode(raw) {
-        Ok(batch) => transform_value(config, &batch_to_value(&batch), received_at_ms),
+        Ok(batch) => with_arena(|arena| transform_value(config, &batch_to_value(&batch, arena), received_at_ms)),
         Err(_) => unusable("Batch"),
     }
 }
@@ -223,7 +242,9 @@ fn transform_request(config: &TransformConfig, request: &pb::IngestRequest, rece
     use pb::ingest_request::Payload;
     match &request.payload {
         Some(Payload::MparticleJson(json)) => transform_json(config, json, received_at_ms),
-        Some(Payload::Batch(batch)) => transform_value(config, &batch_to_value(batch), received_at_ms),
+        Some(Payload::Batch(batch)) => {
+            with_arena(|arena| transform_value(config, &batch_to_value(batch, arena), received_at_ms))
+        }
         None => TransformResult {
             rejections: vec![FieldError::new(
                 ErrorKind::InvalidBatch,

@@ -11,8 +11,10 @@ use crate::input::{field, object_field};
 use crate::json::{Json, Object};
 use crate::model::{ButtonRequest, Skip, TransformResult};
 use batch::{consent_filter, BatchContext};
+use bumpalo::Bump;
 use commerce::{commerce_event, product_action, CommerceEvent};
 use deeplink::{link_token, Transition};
+use std::cell::RefCell;
 
 /// What one event turned into.
 pub enum Outcome {
@@ -29,16 +31,41 @@ fn batch_rejection(kind: ErrorKind, field: Location<'_>, message: impl Into<Stri
     }
 }
 
+/// An arena kept past this size is dropped after its batch, so a rare huge batch does not hold memory.
+const KEPT_ARENA_BYTES: usize = 1 << 20;
+
+thread_local! {
+    /// Each thread's arena, emptied after every batch: its memory is reused, not allocated again.
+    static ARENA: RefCell<Bump> = RefCell::new(Bump::new());
+}
+
+/// Runs `f` with this thread's arena (a fresh one if it is in use), and empties it afterwards. Nothing
+/// `f` returns borrows from it.
+pub fn with_arena<T>(f: impl FnOnce(&Bump) -> T) -> T {
+    ARENA.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut arena) => {
+            let out = f(&arena);
+            if arena.allocated_bytes() > KEPT_ARENA_BYTES {
+                *arena = Bump::new();
+            } else {
+                arena.reset();
+            }
+            out
+        }
+        Err(_) => f(&Bump::new()),
+    })
+}
+
 /// Transforms one mParticle batch given as JSON bytes. Never fails: problems are rejections.
 pub fn transform_json(config: &TransformConfig, raw: &[u8], received_at_ms: i64) -> TransformResult {
-    match Json::parse_batch(raw) {
+    with_arena(|arena| match Json::parse_batch(raw, arena) {
         Ok(value) => transform_value(config, &value, received_at_ms),
         Err(err) => batch_rejection(
             ErrorKind::InvalidJson,
             Location::Root,
             format!("not valid JSON ({err})"),
         ),
-    }
+    })
 }
 
 /// Transforms one parsed mParticle batch.
