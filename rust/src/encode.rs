@@ -7,6 +7,8 @@
 //! Strings are escaped exactly as serde_json escapes them, so the bytes are those `serde_json::to_vec`
 //! gives (a test checks).
 
+use std::borrow::Cow;
+
 #[derive(Debug, Clone, Default)]
 pub struct Customer {
     pub id: Option<String>,
@@ -32,7 +34,7 @@ impl Attributes<'_> {
 
 #[derive(Debug, Clone)]
 pub struct LineItem<'a> {
-    pub identifier: String,
+    pub identifier: Cow<'a, str>,
     pub sku: Option<&'a str>,
     pub description: Option<&'a str>,
     pub quantity: i64,
@@ -65,7 +67,7 @@ pub struct RefundBody<'a> {
 
 #[derive(Debug)]
 pub struct ActivityProduct<'a> {
-    pub id: String,
+    pub id: Cow<'a, str>,
     pub name: Option<&'a str>,
     pub currency: &'a str,
     pub value: i64,
@@ -232,7 +234,7 @@ impl Body for LineItem<'_> {
     fn write(&self, out: &mut Vec<u8>) {
         let mut fields = Fields::start(out);
         fields
-            .value("identifier", self.identifier.as_str())
+            .value("identifier", self.identifier.as_ref())
             .optional("sku", self.sku)
             .optional("description", self.description)
             .int("quantity", self.quantity)
@@ -275,7 +277,7 @@ impl Body for RefundBody<'_> {
 impl Body for ActivityProduct<'_> {
     fn write(&self, out: &mut Vec<u8>) {
         Fields::start(out)
-            .value("id", self.id.as_str())
+            .value("id", self.id.as_ref())
             .optional("name", self.name)
             .value("currency", self.currency)
             .int("value", self.value)
@@ -464,7 +466,7 @@ mod tests {
             device_id: Some("d".to_string()),
         };
         let item = LineItem {
-            identifier: "sku-1".to_string(),
+            identifier: Cow::Borrowed("sku-1"),
             sku: Some("sku-1"),
             description: None,
             quantity: 2,

@@ -2,6 +2,7 @@
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::borrow::Cow;
 
 /// Everything but RFC 3986 unreserved characters is encoded in a path segment.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -71,23 +72,24 @@ pub fn strip_deeplink_url(url: &str) -> String {
 const SCAN_LIMIT: usize = 32;
 
 /// Hands out line-item identifiers that are unique within one order: a repeated identifier gets
-/// `-2`, `-3`, ... (skipping any suffix already taken by another item).
+/// `-2`, `-3`, ... (skipping any suffix already taken by another item). An identifier seen once is
+/// handed back as it came (borrowed from the batch), so most items cost no allocation.
 #[derive(Default)]
-pub struct LineItemIds {
+pub struct LineItemIds<'a> {
     /// The identifiers handed out, until there are more than `SCAN_LIMIT`; then `used_set` holds them.
-    used: Vec<String>,
-    used_set: Option<FxHashSet<String>>,
+    used: Vec<Cow<'a, str>>,
+    used_set: Option<FxHashSet<Cow<'a, str>>>,
     /// The last suffix handed out per repeated identifier (one seen once is not in it).
     repeats: FxHashMap<String, u32>,
 }
 
-impl LineItemIds {
-    pub fn assign(&mut self, base: &str) -> String {
-        if !self.is_used(base) {
-            return self.take(base.to_string());
+impl<'a> LineItemIds<'a> {
+    pub fn assign(&mut self, base: Cow<'a, str>) -> Cow<'a, str> {
+        if !self.is_used(&base) {
+            return self.take(base);
         }
         // Suffixes below the last one handed out for this base are all taken: nothing is ever freed.
-        let mut n = self.repeats.get(base).copied().unwrap_or(1);
+        let mut n = self.repeats.get(base.as_ref()).copied().unwrap_or(1);
         let id = loop {
             n += 1;
             let candidate = format!("{base}-{n}");
@@ -95,8 +97,8 @@ impl LineItemIds {
                 break candidate;
             }
         };
-        self.repeats.insert(base.to_string(), n);
-        self.take(id)
+        self.repeats.insert(base.into_owned(), n);
+        self.take(Cow::Owned(id))
     }
 
     fn is_used(&self, id: &str) -> bool {
@@ -106,7 +108,7 @@ impl LineItemIds {
         }
     }
 
-    fn take(&mut self, id: String) -> String {
+    fn take(&mut self, id: Cow<'a, str>) -> Cow<'a, str> {
         match &mut self.used_set {
             Some(set) => {
                 set.insert(id.clone());
@@ -181,10 +183,10 @@ mod tests {
     #[test]
     fn line_item_ids_stay_unique_past_the_scan_limit() {
         let mut ids = LineItemIds::default();
-        let got: Vec<String> = (0..100)
-            .map(|i| ids.assign(if i % 2 == 0 { "a" } else { "a-3" }))
+        let got: Vec<Cow<str>> = (0..100)
+            .map(|i| ids.assign(Cow::Borrowed(if i % 2 == 0 { "a" } else { "a-3" })))
             .collect();
-        let unique: FxHashSet<&String> = got.iter().collect();
+        let unique: FxHashSet<&Cow<str>> = got.iter().collect();
         assert_eq!(unique.len(), 100);
         assert_eq!(got[..6], ["a", "a-3", "a-2", "a-3-2", "a-4", "a-3-3"]);
         assert_eq!(got[98..], ["a-51", "a-3-50"]);
@@ -193,7 +195,7 @@ mod tests {
     #[test]
     fn line_item_ids_are_unique() {
         let mut ids = LineItemIds::default();
-        let got: Vec<String> = [
+        let got: Vec<Cow<str>> = [
             "sku-1",
             "sku-1",
             "Gift Card",
@@ -205,7 +207,7 @@ mod tests {
             "x",
         ]
         .iter()
-        .map(|b| ids.assign(b))
+        .map(|b| ids.assign(Cow::Borrowed(b)))
         .collect();
         assert_eq!(
             got,

@@ -98,9 +98,7 @@ pub fn order_id(action: &Object<'_>, at: &Location<'_>) -> Result<String, FieldE
     let at = at.key("transaction_id");
     let id = match field(action, "transaction_id") {
         None => return Err(FieldError::new(ErrorKind::MissingOrderId, at, "is required")),
-        Some(Json::String("")) => {
-            return Err(FieldError::new(ErrorKind::MissingOrderId, at, "is required"))
-        }
+        Some(Json::String("")) => return Err(FieldError::new(ErrorKind::MissingOrderId, at, "is required")),
         Some(value) => scalar_text(value)
             .ok_or_else(|| FieldError::new(ErrorKind::InvalidOrderId, at, "must be a string or a number"))?,
     };

@@ -14,6 +14,7 @@ use crate::input::{attribute_text, field, object_field, scalar_text};
 use crate::json::{Json, Object};
 use crate::model::{ButtonRequest, RequestKind};
 use crate::time::iso8601_ms;
+use std::borrow::Cow;
 
 /// The event's products as line items; an empty list when there are none.
 fn line_items<'j>(
@@ -52,7 +53,7 @@ fn line_item<'j>(
     at: &Location<'_>,
     currency: &Currency,
     position: usize,
-    ids: &mut LineItemIds,
+    ids: &mut LineItemIds<'j>,
 ) -> Result<LineItem<'j>, FieldError> {
     let text = |key: &str| field(product, key).and_then(scalar_text);
     let sku = text("id");
@@ -84,8 +85,8 @@ fn line_item<'j>(
         },
     };
     let identifier = match sku.or(description) {
-        Some(base) => ids.assign(base),
-        None => ids.assign(&format!("item-{}", position + 1)),
+        Some(base) => ids.assign(Cow::Borrowed(base)),
+        None => ids.assign(Cow::Owned(format!("item-{}", position + 1))),
     };
     let mut attributes = Attributes::default();
     if let Some(Json::Object(custom)) = field(product, "custom_attributes") {
@@ -267,7 +268,7 @@ impl CommerceEvent<'_, '_> {
         let products = line_items(self.action, &action_at, &currency)?
             .into_iter()
             .map(|item| ActivityProduct {
-                id: item.sku.map(str::to_string).unwrap_or(item.identifier),
+                id: item.sku.map(Cow::Borrowed).unwrap_or(item.identifier),
                 name: item.description,
                 currency: &currency.code,
                 value: item.amount.unwrap_or(item.total),
