@@ -26,16 +26,21 @@ const TWO_DECIMALS: &[&str] = &[
 
 /// The minor-unit exponent of an active ISO 4217 code (upper case), or None for anything else.
 pub fn exponent(code: &str) -> Option<u32> {
-    let tables: [(&[&str], u32); 4] = [
+    find(code).map(|(_, exponent)| exponent)
+}
+
+/// An active ISO 4217 code (upper case) as the table holds it, with its exponent; None for anything else.
+pub fn find(code: &str) -> Option<(&'static str, u32)> {
+    let tables: [(&[&'static str], u32); 4] = [
         (TWO_DECIMALS, 2),
         (ZERO_DECIMALS, 0),
         (THREE_DECIMALS, 3),
         (FOUR_DECIMALS, 4),
     ];
-    tables
-        .iter()
-        .find(|(codes, _)| codes.binary_search(&code).is_ok())
-        .map(|&(_, exp)| exp)
+    tables.iter().find_map(|&(codes, exponent)| {
+        let at = codes.binary_search(&code).ok()?;
+        Some((codes[at], exponent))
+    })
 }
 
 #[cfg(test)]
@@ -59,5 +64,6 @@ mod tests {
         assert_eq!(exponent("ABC"), None);
         assert_eq!(exponent("XAU"), None);
         assert_eq!(exponent("HRK"), None);
+        assert_eq!(find("KWD"), Some(("KWD", 3)));
     }
 }

@@ -7,10 +7,11 @@ use crate::input::{decimal, field, integer, scalar_text};
 use crate::json::{Json, Object};
 use crate::money::{is_py_space, Decimal, MoneyError};
 use crate::time::MAX_TIMESTAMP_MS;
+use std::borrow::Cow;
 
 /// A currency and its minor-unit exponent.
 pub struct Currency {
-    pub code: String,
+    pub code: &'static str,
     pub exponent: u32,
 }
 
@@ -78,18 +79,20 @@ pub fn currency(data: &Object<'_>, at: &Location<'_>, default: &str) -> Result<C
         )
     };
     let code = match field(data, "currency_code") {
-        None => default.to_string(),
+        None => Cow::Borrowed(default),
         Some(Json::String(s)) => {
             let trimmed = s.trim_matches(is_py_space);
             if trimmed.is_empty() {
-                default.to_string()
+                Cow::Borrowed(default)
+            } else if trimmed.bytes().any(|b| b.is_ascii_lowercase()) {
+                Cow::Owned(trimmed.to_ascii_uppercase())
             } else {
-                trimmed.to_ascii_uppercase()
+                Cow::Borrowed(trimmed)
             }
         }
         Some(_) => return Err(invalid()),
     };
-    let exponent = currency::exponent(&code).ok_or_else(invalid)?;
+    let (code, exponent) = currency::find(&code).ok_or_else(invalid)?;
     Ok(Currency { code, exponent })
 }
 

@@ -195,7 +195,7 @@ impl CommerceEvent<'_, '_> {
         }
         let body = OrderBody {
             order_id: &order_id,
-            currency: &currency.code,
+            currency: currency.code,
             total,
             purchase_date: iso8601_ms(time),
             btn_ref,
@@ -240,7 +240,7 @@ impl CommerceEvent<'_, '_> {
         let total = order_total(self.action, &action_at, &currency, &items, self.config)?;
         let body = RefundBody {
             order_id: &order_id,
-            currency: &currency.code,
+            currency: currency.code,
             total,
             line_items: (!items.is_empty()).then_some(items),
         };
@@ -270,7 +270,7 @@ impl CommerceEvent<'_, '_> {
             .map(|item| ActivityProduct {
                 id: item.sku.map(Cow::Borrowed).unwrap_or(item.identifier),
                 name: item.description,
-                currency: &currency.code,
+                currency: currency.code,
                 value: item.amount.unwrap_or(item.total),
                 quantity: item.quantity,
                 categories: item.category,
@@ -299,13 +299,19 @@ impl CommerceEvent<'_, '_> {
 /// Dispatches a `commerce_event` by its product action.
 pub fn commerce_event(event: &CommerceEvent<'_, '_>) -> Result<Outcome, FieldError> {
     let action = field(event.action, "action").and_then(Json::as_str).unwrap_or("");
-    match action.to_ascii_lowercase().as_str() {
-        "purchase" => event.purchase(),
-        "refund" => event.refund(),
-        "view_detail" => event.activity("product-viewed"),
-        "add_to_cart" => event.activity("add-to-cart"),
-        "checkout" => event.activity("cart-viewed"),
-        _ => Ok(Outcome::Skipped("unsupported_action")),
+    let is = |name: &str| action.eq_ignore_ascii_case(name);
+    if is("purchase") {
+        event.purchase()
+    } else if is("refund") {
+        event.refund()
+    } else if is("view_detail") {
+        event.activity("product-viewed")
+    } else if is("add_to_cart") {
+        event.activity("add-to-cart")
+    } else if is("checkout") {
+        event.activity("cart-viewed")
+    } else {
+        Ok(Outcome::Skipped("unsupported_action"))
     }
 }
 
