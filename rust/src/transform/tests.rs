@@ -145,3 +145,31 @@ fn refund_with_malformed_products_is_rejected_not_a_cancel() {
     assert!(result.requests.is_empty());
     assert_eq!(result.rejections[0].field, "events[0].data.product_action.products");
 }
+
+#[test]
+fn the_thread_arena_is_emptied_after_each_batch_and_dropped_when_large() {
+    use super::{with_arena, KEPT_ARENA_BYTES};
+    with_arena(|arena| {
+        arena.alloc_slice_fill_copy(1000, 0u8);
+    });
+    let kept = with_arena(|arena| arena.allocated_bytes());
+    // Nested use (never done by the transform) gets an arena of its own.
+    with_arena(|outer| {
+        with_arena(|inner| assert!(!std::ptr::eq(outer, inner)));
+    });
+    with_arena(|arena| {
+        arena.alloc_slice_fill_copy(2 * KEPT_ARENA_BYTES, 0u8);
+    });
+    let after_large = with_arena(|arena| arena.allocated_bytes());
+    assert!(
+        after_large <= kept.max(KEPT_ARENA_BYTES / 2),
+        "{after_large} bytes kept"
+    );
+    // A batch parsed after a large one still maps as before.
+    let big = format!(
+        r#"{{"events": [{}]}}"#,
+        vec![r#"{"event_type": "screen_view"}"#; 50_000].join(",")
+    );
+    assert_eq!(run(&big).event_count, 50_000);
+    assert_eq!(run(&purchase("", "")).requests.len(), 1);
+}
