@@ -187,12 +187,16 @@ def run(quick: bool = False) -> BenchReport:
 
     median = {name: statistics.median(values) for name, values in times.items()}
     rates = {name: events / seconds for name, seconds in median.items()}
+    throughputs = [
+        ("core: Rust transform_many, 1 thread", "rust_1t"),
+        ("core: Rust transform_many, 2 threads", "rust_2t"),
+        ("core: parse-only floor (_parse_floor), 1 thread", "floor_1t"),
+        ("core: stdlib reference, 1 thread", "ref_stdlib_1t"),
+        ("core: orjson reference, 1 thread", "ref_orjson_1t"),
+    ]
     rows = [
-        Row("core: Rust transform_many, 1 thread", rates["rust_1t"], "events/s"),
-        Row("core: Rust transform_many, 2 threads", rates["rust_2t"], "events/s"),
-        Row("core: parse-only floor (_parse_floor), 1 thread", rates["floor_1t"], "events/s"),
-        Row("core: stdlib reference, 1 thread", rates["ref_stdlib_1t"], "events/s"),
-        Row("core: orjson reference, 1 thread", rates["ref_orjson_1t"], "events/s"),
+        *(Row(scenario, rates[name], "events/s") for scenario, name in throughputs),
+        *(Row(f"{scenario}, batch JSON", megabytes / median[name], "MB/s") for scenario, name in throughputs),
         Row("core vs stdlib reference, 1 thread", rates["rust_1t"] / rates["ref_stdlib_1t"], "x", 20.0),
         Row("core vs orjson reference, 1 thread", rates["rust_1t"] / rates["ref_orjson_1t"], "x", 8.0),
         Row("core / parse-only floor, 1 thread", rates["rust_1t"] / rates["floor_1t"], "fraction", 0.5),
