@@ -41,7 +41,7 @@ thread_local! {
 
 /// Runs `f` with this thread's arena (a fresh one if it is in use), and empties it afterwards. Nothing
 /// `f` returns borrows from it.
-pub fn with_arena<T>(f: impl FnOnce(&Bump) -> T) -> T {
+pub(crate) fn with_arena<T>(f: impl FnOnce(&Bump) -> T) -> T {
     ARENA.with(|cell| match cell.try_borrow_mut() {
         Ok(mut arena) => {
             let out = f(&arena);
